@@ -1,0 +1,91 @@
+"""Jinja extensions for the template: filters for defaults and validators, and derived values."""
+
+from __future__ import annotations
+
+import keyword
+import re
+import secrets
+import subprocess
+import sys
+from typing import Any
+
+from copier_template_extensions import ContextHook
+from jinja2 import Environment
+from jinja2.ext import Extension
+
+
+def git_config(key: str, fallback: str = "") -> str:
+    """The git setting `key` (e.g. user.name), or `fallback` when git or the key is missing."""
+    try:
+        result = subprocess.run(
+            ["git", "config", "--get", key], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return fallback
+    return result.stdout.strip() or fallback
+
+
+def slugify(text: str) -> str:
+    """`My Billing API!` -> `my-billing-api`."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    if slug and not slug[0].isalpha():
+        slug = f"service-{slug}"
+    return slug or "service"
+
+
+def is_reserved_name(name: str) -> bool:
+    """A package name that would shadow a keyword or a standard library module."""
+    return keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in sys.stdlib_module_names
+
+
+class GitConfigExtension(Extension):
+    """Filters used by the questions' defaults and validators."""
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        environment.filters["git_config"] = git_config
+        environment.filters["slugify"] = slugify
+        environment.filters["is_reserved_name"] = is_reserved_name
+
+
+BASE_DEPENDENCIES = [
+    "fastapi>=0.115",
+    "pydantic>=2.9",
+    "pydantic-settings>=2.7",
+    "starlette>=0.40",
+    "uvicorn[standard]>=0.32",
+]
+DEV_DEPENDENCIES = [
+    "deptry>=0.20",
+    "httpx>=0.27",
+    "mypy>=1.13",
+    "pytest>=8.3",
+    "pytest-asyncio>=0.24",
+    "ruff>=0.8",
+]
+
+
+def dependencies_for(answers: dict[str, Any]) -> list[str]:
+    """The runtime dependencies that the chosen modules import."""
+    deps = list(BASE_DEPENDENCIES)
+    if answers["logging"] == "structlog":
+        deps.append("structlog>=24.4")
+    return sorted(deps)
+
+
+def dev_dependencies_for(answers: dict[str, Any]) -> list[str]:
+    """The tools and test libraries of the generated project."""
+    return sorted(DEV_DEPENDENCIES)
+
+
+class ContextUpdater(ContextHook):
+    """Values derived from the answers, computed in one place for every template file."""
+
+    def hook(self, context: dict[str, Any]) -> None:
+        # The hook also runs while copier prompts, before the answers exist.
+        if "cache" not in context or "logging" not in context:
+            return
+        context["dependencies"] = dependencies_for(context)
+        context["dev_dependencies"] = dev_dependencies_for(context)
+        context["python_floor"] = context["python_version"].replace(".", "")
+        context["secret_key"] = secrets.token_urlsafe(48)

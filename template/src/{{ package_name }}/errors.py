@@ -1,0 +1,138 @@
+"""The error hierarchy, and the one envelope that every response outside 2xx carries."""
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .middleware import REQUEST_ID_HEADER, current_request_id
+
+logger = logging.getLogger(__name__)
+
+# Stable codes for statuses that Starlette raises itself (unknown route, wrong method, ...).
+_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "VALIDATION_ERROR",
+    429: "TOO_MANY_REQUESTS",
+    500: "INTERNAL_ERROR",
+    502: "BAD_GATEWAY",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+
+def error_code_for(status_code: int) -> str:
+    return _CODES.get(status_code) or HTTPStatus(status_code).name
+
+
+class ErrorEnvelope(BaseModel):
+    error: str = Field(description="Stable machine-readable code", examples=["NOT_FOUND"])
+    detail: str = Field(description="What went wrong, for people", examples=["Not Found"])
+    request_id: str = Field(description="The request's X-Request-ID", examples=["abc-123"])
+
+
+class FieldError(BaseModel):
+    field: str = Field(examples=["body.price"])
+    message: str = Field(examples=["Input should be greater than 0"])
+    type: str = Field(examples=["greater_than"])
+
+
+class ValidationErrorEnvelope(ErrorEnvelope):
+    errors: list[FieldError]
+
+
+class AppError(Exception):
+    """Base of the errors the service raises on purpose; each maps to a status and a code."""
+
+    status_code: ClassVar[int] = 500
+    error_code: ClassVar[str] = "INTERNAL_ERROR"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers
+
+
+class NotFoundError(AppError):
+    status_code = 404
+    error_code = "NOT_FOUND"
+
+    def __init__(self, resource: str, identifier: object) -> None:
+        super().__init__(f"{resource} '{identifier}' not found")
+
+
+class ConflictError(AppError):
+    status_code = 409
+    error_code = "CONFLICT"
+
+
+class ServiceUnavailableError(AppError):
+    """A dependency (database, cache, remote API) cannot serve the request right now."""
+
+    status_code = 503
+    error_code = "SERVICE_UNAVAILABLE"
+
+
+def error_response(
+    status_code: int,
+    error: str,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body = {"error": error, "detail": detail, "request_id": current_request_id(), **extra}
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+    return error_response(exc.status_code, exc.error_code, exc.detail, headers=exc.headers)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return error_response(
+        exc.status_code, error_code_for(exc.status_code), str(exc.detail), headers=exc.headers
+    )
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [
+        {
+            "field": ".".join(str(part) for part in error["loc"]),
+            "message": error["msg"],
+            "type": error["type"],
+        }
+        for error in exc.errors()
+    ]
+    return error_response(422, "VALIDATION_ERROR", "Request validation failed", errors=errors)
+
+
+async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
+    # Runs outside the request-context middleware, so the request id header is added here.
+    logger.error("unhandled error", exc_info=exc)
+    request_id = current_request_id()
+    return error_response(
+        500,
+        "INTERNAL_ERROR",
+        "Internal server error",
+        headers={REQUEST_ID_HEADER.decode(): request_id},
+    )
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    app.exception_handler(AppError)(_app_error)
+    app.exception_handler(StarletteHTTPException)(_http_error)
+    app.exception_handler(RequestValidationError)(_validation_error)
+    app.exception_handler(Exception)(_unhandled_error)

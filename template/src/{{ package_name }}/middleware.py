@@ -1,0 +1,75 @@
+"""Pure ASGI middleware: a request id on every request, response and log line; one access line."""
+
+import logging
+import re
+import time
+import uuid
+from contextvars import ContextVar
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_ID_HEADER = b"x-request-id"
+# A caller's id is kept only if it is a short, printable token; anything else is replaced.
+_SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+request_id_var: ContextVar[str] = ContextVar("request_id", default="")
+access_logger = logging.getLogger(f"{__package__}.access")
+
+
+def current_request_id() -> str:
+    return request_id_var.get()
+
+
+def _incoming_request_id(scope: Scope) -> str:
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for name, value in headers:
+        if name == REQUEST_ID_HEADER:
+            if _SANE_REQUEST_ID.fullmatch(value):
+                return value.decode("ascii")
+            break
+    return uuid.uuid4().hex
+
+
+class RequestContextMiddleware:
+    """Reads or makes the request id, echoes it in `X-Request-ID`, logs one line per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        request_id = _incoming_request_id(scope)
+        # Not reset afterwards: the server runs each request in its own task, so the value ends
+        # with it, and the server's own error log for this request still carries the id.
+        request_id_var.set(request_id)
+        header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
+        status_code = 500
+        started = time.perf_counter()
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_request_id)
+        finally:
+            duration_ms = round((time.perf_counter() - started) * 1000, 2)
+            access_logger.info(
+                "%s %s %d %.2fms",
+                scope["method"],
+                scope["path"],
+                status_code,
+                duration_ms,
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status_code,
+                    "duration_ms": duration_ms,
+                },
+            )

@@ -1,0 +1,39 @@
+"""OpenAPI metadata: what the service is, who owns it, and the errors every operation may answer."""
+
+from email.utils import parseaddr
+from importlib.metadata import PackageMetadata, metadata
+from typing import Any
+
+from . import DISTRIBUTION, __version__
+from .errors import ErrorEnvelope, ValidationErrorEnvelope
+
+CONVENTIONS = """
+
+Every response carries an `X-Request-ID` header (the caller's, if it is a sane token).
+Every response outside 2xx carries the error envelope
+`{"error": CODE, "detail": text, "request_id": id}`.
+"""
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    422: {"model": ValidationErrorEnvelope, "description": "The request failed validation"},
+    500: {"model": ErrorEnvelope, "description": "Unexpected error; quote the request id"},
+}
+
+
+def _field(package: PackageMetadata, name: str) -> str:
+    return next(iter(package.get_all(name) or []), "")
+
+
+def openapi_metadata(app_name: str, tags: list[dict[str, str]]) -> dict[str, Any]:
+    """Keyword arguments for `FastAPI(...)`, described from the package's own metadata."""
+    package = metadata(DISTRIBUTION)
+    name, email = parseaddr(_field(package, "Author-email"))
+    return {
+        "title": app_name,
+        "version": __version__,
+        "description": _field(package, "Summary") + CONVENTIONS,
+        "contact": {"name": name, "email": email},
+        "license_info": {"name": "Proprietary"},
+        "openapi_tags": tags,
+        "responses": ERROR_RESPONSES,
+    }

@@ -1,0 +1,51 @@
+"""Template test set-up: isolated copier settings, one render and one install per variant."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import Variant, run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_copier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A developer's own copier settings and git identity must not leak into renders."""
+    settings = tmp_path_factory.mktemp("copier-settings") / "settings.yml"
+    settings.write_text("{}\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COPIER_SETTINGS_PATH", str(settings))
+        patch.setenv("UV_PYTHON_DOWNLOADS", "never")
+        for name in ("AUTHOR", "COMMITTER"):
+            patch.setenv(f"GIT_{name}_NAME", "Template Tests")
+            patch.setenv(f"GIT_{name}_EMAIL", "tests@example.com")
+        yield
+
+
+class Projects:
+    """Renders each variant once per test session (per xdist worker) and installs it with uv."""
+
+    def __init__(self, copie: object) -> None:
+        self._copie = copie
+        self._rendered: dict[str, Path] = {}
+        self._installed: set[str] = set()
+
+    def rendered(self, variant: Variant) -> Path:
+        if variant.id not in self._rendered:
+            result = self._copie.copy(extra_answers=dict(variant.answers))  # type: ignore[attr-defined]
+            assert result.exit_code == 0, f"{variant.id} failed to render: {result.exception!r}"
+            self._rendered[variant.id] = result.project_dir
+        return self._rendered[variant.id]
+
+    def installed(self, variant: Variant) -> Path:
+        project = self.rendered(variant)
+        if variant.id not in self._installed:
+            run(["uv", "sync", "--quiet"], project)
+            self._installed.add(variant.id)
+        return project
+
+
+@pytest.fixture(scope="session")
+def projects(copie_session: object) -> Projects:
+    return Projects(copie_session)

@@ -1,0 +1,71 @@
+"""Shared pieces of the template's tests: variants, rendering, running commands in a project."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent
+LEFTOVER_JINJA = re.compile(r"\{\{|\{%|\.jinja\b")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One combination of answers, with a readable id for the test report."""
+
+    id: str
+    answers: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def package(self) -> str:
+        return str(self.answers.get("package_name", "my_service"))
+
+    def param(self) -> object:
+        """A pytest parameter whose checks run on one xdist worker, sharing one render."""
+        return pytest.param(self, id=self.id, marks=pytest.mark.xdist_group(self.id))
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for commands run inside a rendered project."""
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV" and not k.startswith("APP_")}
+    env["UV_PYTHON_DOWNLOADS"] = "never"
+    env.update(extra)
+    return env
+
+
+def run(
+    command: Sequence[str | Path], cwd: Path, *, timeout: float = 600, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run a command and fail the test with its output when it exits non-zero."""
+    result = subprocess.run(
+        [str(part) for part in command],
+        cwd=cwd,
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"`{' '.join(map(str, command))}` exited {result.returncode} in {cwd}\n"
+            f"--- stdout ---\n{result.stdout[-8000:]}\n--- stderr ---\n{result.stderr[-8000:]}",
+            pytrace=False,
+        )
+    return result
+
+
+def project_files(project: Path) -> list[Path]:
+    """Every file copier wrote (not git's, not the installed environment's)."""
+    skip = {".git", ".venv", ".mypy_cache", ".ruff_cache", ".pytest_cache", "__pycache__"}
+    return sorted(
+        path
+        for path in project.rglob("*")
+        if path.is_file() and not skip.intersection(path.relative_to(project).parts)
+    )
