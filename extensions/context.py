@@ -49,12 +49,14 @@ class GitConfigExtension(Extension):
 
 
 BASE_DEPENDENCIES = [
-    "fastapi>=0.115",
+    "fastapi>=0.121",
     "pydantic>=2.9",
     "pydantic-settings>=2.7",
     "starlette>=0.40",
     "uvicorn[standard]>=0.32",
 ]
+DATABASE_DEPENDENCIES = ["alembic>=1.14", "anyio>=4.6", "sqlalchemy[asyncio]>=2.0.36"]
+DATABASE_DRIVERS = {"sqlite": "aiosqlite>=0.20", "postgresql": "asyncpg>=0.30"}
 DEV_DEPENDENCIES = [
     "deptry>=0.20",
     "httpx>=0.27",
@@ -70,20 +72,33 @@ def dependencies_for(answers: dict[str, Any]) -> list[str]:
     deps = list(BASE_DEPENDENCIES)
     if answers["logging"] == "structlog":
         deps.append("structlog>=24.4")
-    return sorted(deps)
+    if answers["database"] != "none":
+        deps += [*DATABASE_DEPENDENCIES, DATABASE_DRIVERS[answers["database"]]]
+    elif answers["example_api"]:
+        deps.append("anyio>=4.6")
+    if answers["cache"] == "redis":
+        deps.append("redis>=5.2")
+    return sorted(set(deps))
 
 
 def dev_dependencies_for(answers: dict[str, Any]) -> list[str]:
     """The tools and test libraries of the generated project."""
-    return sorted(DEV_DEPENDENCIES)
+    deps = list(DEV_DEPENDENCIES)
+    if answers["database"] == "postgresql":
+        # The suite runs on a throw-away SQLite file too, when no PostgreSQL is at hand.
+        deps.append(DATABASE_DRIVERS["sqlite"])
+    return sorted(deps)
+
+
+ANSWERS_USED = {"python_version", "logging", "database", "cache", "example_api"}
 
 
 class ContextUpdater(ContextHook):
     """Values derived from the answers, computed in one place for every template file."""
 
     def hook(self, context: dict[str, Any]) -> None:
-        # The hook also runs while copier prompts, before the answers exist.
-        if "cache" not in context or "logging" not in context:
+        # The hook also runs while copier prompts, before (some of) the answers exist.
+        if not ANSWERS_USED.issubset(context):
             return
         context["dependencies"] = dependencies_for(context)
         context["dev_dependencies"] = dev_dependencies_for(context)

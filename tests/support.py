@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import socket
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent
@@ -25,6 +29,16 @@ class Variant:
     @property
     def package(self) -> str:
         return str(self.answers.get("package_name", "my_service"))
+
+    @property
+    def server_urls(self) -> list[str]:
+        """The environment variables naming the real servers this variant's suite tests against."""
+        names = []
+        if self.answers.get("database") == "postgresql":
+            names.append("TEST_POSTGRES_URL")
+        if self.answers.get("cache") == "redis":
+            names.append("TEST_REDIS_URL")
+        return names
 
     def param(self) -> object:
         """A pytest parameter whose checks run on one xdist worker, sharing one render."""
@@ -69,3 +83,65 @@ def project_files(project: Path) -> list[Path]:
         for path in project.rglob("*")
         if path.is_file() and not skip.intersection(path.relative_to(project).parts)
     )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServiceProcess:
+    """A rendered service run as users run it, `python -m <package>`, on a free port."""
+
+    def __init__(self, project: Path, package: str, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.output = ""
+        self.process = subprocess.Popen(
+            [project / ".venv" / "bin" / "python", "-m", package],
+            cwd=project,
+            env=clean_env(APP_PORT=str(self.port), PYTHONUNBUFFERED="1", **env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def wait_until_live(self, seconds: float = 30) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"service exited {self.process.returncode}:\n{self.stop()}")
+            try:
+                if httpx.get(f"{self.url}/health/live", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        pytest.fail(f"service did not answer /health/live in {seconds}s:\n{self.stop()}")
+
+    def stop(self, seconds: float = 30) -> str:
+        """SIGTERM, wait for the exit, and return everything the service printed."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        self.output += self.process.communicate(timeout=seconds)[0]
+        return self.output
+
+    def peak_rss_kib(self) -> int:
+        return _proc_status_kib(self.process.pid, "VmHWM")
+
+    def rss_kib(self) -> int:
+        return _proc_status_kib(self.process.pid, "VmRSS")
+
+    def __enter__(self) -> ServiceProcess:
+        self.wait_until_live()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _proc_status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise LookupError(field)

@@ -1,0 +1,1 @@
+"""The worked example domain: products, from HTTP route to storage."""

@@ -1,0 +1,91 @@
+"""What the products API accepts and answers, with the examples shown in the OpenAPI docs."""
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+
+SKU_PATTERN = r"^[A-Z]{2}-\d{4}-\d{3}$"
+MAX_ID = 2**31 - 1
+
+Name = Annotated[str, Field(min_length=1, max_length=200, examples=["Espresso machine"])]
+Description = Annotated[str, Field(max_length=2000, examples=["15 bar pump, steam wand"])]
+Price = Annotated[
+    Decimal, Field(gt=0, max_digits=10, decimal_places=2, examples=[Decimal("249.90")])
+]
+CategoryId = Annotated[int, Field(gt=0, le=MAX_ID, examples=[3])]
+Sku = Annotated[str, Field(pattern=SKU_PATTERN, examples=["KT-1024-001"])]
+
+EXAMPLE: dict[str, JsonValue] = {
+    "name": "Espresso machine",
+    "description": "15 bar pump, steam wand",
+    "price": "249.90",
+    "category_id": 3,
+    "sku": "KT-1024-001",
+}
+
+
+class ProductCreate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE]})
+
+    name: Name
+    description: Description | None = None
+    price: Price
+    category_id: CategoryId
+    sku: Sku
+
+
+class ProductUpdate(BaseModel):
+    """Only the fields sent change; `description` alone may be cleared with null."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"price": "199.90"}]})
+
+    name: Name | None = None
+    description: Description | None = None
+    price: Price | None = None
+    category_id: CategoryId | None = None
+    sku: Sku | None = None
+
+    @model_validator(mode="after")
+    def _required_fields_are_not_null(self) -> Self:
+        nulls = sorted(
+            name for name in self.model_fields_set - {"description"} if getattr(self, name) is None
+        )
+        if nulls:
+            raise ValueError(f"may not be null: {', '.join(nulls)}")
+        return self
+
+
+class ProductOut(ProductCreate):
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 1,
+                    **EXAMPLE,
+                    "created_at": "2026-01-01T12:00:00Z",
+                    "updated_at": "2026-01-01T12:00:00Z",
+                }
+            ]
+        },
+    )
+
+    id: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProductPage(BaseModel):
+    items: list[ProductOut]
+    total: int = Field(examples=[42])
+    page: int = Field(examples=[1])
+    size: int = Field(examples=[20])
+
+
+class ProductStats(BaseModel):
+    count: int = Field(examples=[42])
+    median_price: Decimal | None = Field(examples=[Decimal("19.90")])
+    p90_price: Decimal | None = Field(examples=[Decimal("249.90")])
+    products_per_category: dict[int, int] = Field(examples=[{3: 40, 7: 2}])

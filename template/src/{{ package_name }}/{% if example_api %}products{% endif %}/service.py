@@ -1,0 +1,81 @@
+"""What the products API does, independent of HTTP: storage, reports, the CSV export."""
+
+import asyncio
+import csv
+import io
+import statistics
+from collections.abc import AsyncIterator, Iterable, Sequence
+from decimal import Decimal
+from typing import Annotated, Any
+
+from anyio import to_thread
+from fastapi import Depends
+
+from .repository import RepositoryDep
+from .schemas import ProductCreate, ProductOut, ProductPage, ProductStats, ProductUpdate
+
+EXPORT_HEADER = ("id", "sku", "name", "price", "category_id", "created_at")
+
+
+def price_percentiles(prices: list[Decimal]) -> tuple[Decimal | None, Decimal | None]:
+    """Median and 90th percentile; CPU-bound on large catalogues, so run off the event loop."""
+    if not prices:
+        return None, None
+    if len(prices) == 1:
+        return prices[0], prices[0]
+    deciles = statistics.quantiles(prices, n=10, method="inclusive")
+    return statistics.median(prices), deciles[-1]
+
+
+def csv_chunk(rows: Iterable[Sequence[Any]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue()
+
+
+class ProductService:
+    export_batch_size = 1000
+
+    def __init__(self, repository: RepositoryDep) -> None:
+        self._repository = repository
+
+    async def create(self, payload: ProductCreate) -> ProductOut:
+        product = await self._repository.create(payload.model_dump())
+        return ProductOut.model_validate(product)
+
+    async def get(self, product_id: int) -> ProductOut:
+        return ProductOut.model_validate(await self._repository.get(product_id))
+
+    async def page(self, page: int, size: int) -> ProductPage:
+        products, total = await self._repository.page(offset=(page - 1) * size, limit=size)
+        items = [ProductOut.model_validate(product) for product in products]
+        return ProductPage(items=items, total=total, page=page, size=size)
+
+    async def update(self, product_id: int, payload: ProductUpdate) -> ProductOut:
+        values = payload.model_dump(exclude_unset=True)
+        return ProductOut.model_validate(await self._repository.update(product_id, values))
+
+    async def delete(self, product_id: int) -> None:
+        await self._repository.delete(product_id)
+
+    async def stats(self) -> ProductStats:
+        # Independent reads, each on its own session, so they may run concurrently.
+        prices, per_category = await asyncio.gather(
+            self._repository.prices(), self._repository.count_per_category()
+        )
+        median, p90 = await to_thread.run_sync(price_percentiles, prices)
+        return ProductStats(
+            count=len(prices),
+            median_price=median,
+            p90_price=p90,
+            products_per_category=per_category,
+        )
+
+    async def export_csv(self) -> AsyncIterator[str]:
+        """The catalogue as CSV, one chunk per batch: memory stays flat whatever the row count."""
+        yield csv_chunk([EXPORT_HEADER])
+        async for rows in self._repository.export_rows(self.export_batch_size):
+            yield csv_chunk(rows)
+
+
+ServiceDep = Annotated[ProductService, Depends()]
