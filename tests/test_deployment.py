@@ -1,0 +1,311 @@
+"""Deployment files: every render lints and validates with the real tools, no container engine.
+
+These variants are rendered only (never installed): the deployment answer changes no Python code.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+import pytest
+import yaml
+from conftest import Projects
+from support import LEFTOVER_JINJA, Variant, run
+
+TOOLS = Path(sys.executable).parent
+# An older release that clusters still run, and the newest that the validator has schemas for.
+KUBERNETES_VERSIONS = ["1.33.0", "1.37.0"]
+YAMLLINT_CONFIG = (
+    "{extends: default, rules: {"
+    "line-length: {max: 100, allow-non-breakable-inline-mappings: true}, "
+    "document-start: disable, truthy: {check-keys: false}}}"
+)
+
+
+def deployment_variant(deployment: str, database: str, cache: str) -> Variant:
+    answers = {"deployment": deployment, "database": database, "cache": cache}
+    return Variant(f"deploy-{deployment}-{database}-{cache}", answers)
+
+
+# The database and whether Redis runs are the answers that change the Docker files.
+DOCKER = [
+    deployment_variant("docker", database, cache)
+    for database in ("none", "sqlite", "postgresql")
+    for cache in ("memory", "redis")
+]
+KUBERNETES = [
+    deployment_variant("kubernetes", "none", "none"),
+    deployment_variant("kubernetes", "sqlite", "memory"),
+    deployment_variant("kubernetes", "postgresql", "redis"),
+    Variant("deploy-kubernetes-stdlib-logging", {"deployment": "kubernetes", "logging": "stdlib"}),
+]
+NO_DEPLOYMENT = Variant("deploy-none", {"deployment": "none"})
+
+with_docker = pytest.mark.parametrize("variant", [v.param() for v in DOCKER + KUBERNETES])
+with_kubernetes = pytest.mark.parametrize("variant", [v.param() for v in KUBERNETES])
+
+
+def answer(variant: Variant, question: str) -> object:
+    defaults = {"database": "sqlite", "cache": "memory", "logging": "structlog"}
+    return variant.answers.get(question, defaults.get(question))
+
+
+def deployment_files(project: Path) -> list[Path]:
+    files = [project / name for name in ("Dockerfile", ".dockerignore", "compose.yaml")]
+    deploy_folder = sorted(path for path in (project / "deploy").rglob("*") if path.is_file())
+    return [path for path in files if path.exists()] + deploy_folder
+
+
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def kubernetes_dir(project: Path) -> Path:
+    return project / "deploy" / "kubernetes"
+
+
+def manifests(project: Path) -> list[Path]:
+    """Every Kubernetes resource file: kustomization files are kustomize's, not the API's."""
+    files = sorted(kubernetes_dir(project).rglob("*.yaml"))
+    return [path for path in files if path.name != "kustomization.yaml"]
+
+
+def final_stage(dockerfile: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the last build stage, continuation lines joined."""
+    logical = re.sub(r"\\\n\s*", " ", dockerfile)
+    lines = [line.strip() for line in logical.splitlines()]
+    instructions = [line.partition(" ")[::2] for line in lines if line and line[0] != "#"]
+    last_from = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM")
+    return instructions[last_from:]
+
+
+def test_no_deployment_answer_renders_no_deployment_file(projects: Projects) -> None:
+    project = projects.rendered(NO_DEPLOYMENT)
+    assert deployment_files(project) == []
+    assert "## Deploying" not in (project / "README.md").read_text()
+
+
+@with_docker
+def test_deployment_files_have_no_leftover_jinja_and_none_is_empty(
+    projects: Projects, variant: Variant
+) -> None:
+    project = projects.rendered(variant)
+    files = deployment_files(project)
+    assert [path for path in files if path.stat().st_size == 0] == []
+    assert [path for path in files if LEFTOVER_JINJA.search(path.read_text())] == []
+    assert "## Deploying" in (project / "README.md").read_text()
+
+
+@with_docker
+def test_dockerfile_passes_hadolint(projects: Projects, variant: Variant) -> None:
+    project = projects.rendered(variant)
+    hadolint = [TOOLS / "hadolint", "--no-color", "--failure-threshold", "style"]
+    run([*hadolint, "Dockerfile"], project)
+
+
+@with_docker
+def test_image_runs_the_package_as_non_root_with_a_liveness_healthcheck(
+    projects: Projects, variant: Variant
+) -> None:
+    project = projects.rendered(variant)
+    dockerfile = (project / "Dockerfile").read_text()
+    runtime = final_stage(dockerfile)
+    arguments = {keyword: rest for keyword, rest in runtime}
+    copied = [rest for keyword, rest in runtime if keyword == "COPY"]
+
+    assert "UV_COMPILE_BYTECODE=1" in dockerfile
+    assert re.search(r"pip install --no-cache-dir uv==[\d.]+\n", dockerfile)
+    assert "APP_HOST=0.0.0.0" in arguments["ENV"]
+    assert arguments["USER"].split(":")[0] not in {"root", "0"}
+    assert "/health/live" in arguments["HEALTHCHECK"]
+    assert "urllib.request" in arguments["HEALTHCHECK"]
+    assert yaml.safe_load(arguments["CMD"]) == ["python", "-m", variant.package]
+    assert ("alembic.ini ./" in copied) == (answer(variant, "database") != "none")
+
+
+@with_docker
+def test_dockerignore_keeps_environment_secrets_and_tests_out_of_the_image(
+    projects: Projects, variant: Variant
+) -> None:
+    ignored = (projects.rendered(variant) / ".dockerignore").read_text().splitlines()
+    assert {".git", ".venv", ".env", "tests", ".pytest_cache"} <= set(ignored)
+    assert "README.md" not in ignored  # the wheel build reads it
+
+
+@with_docker
+def test_compose_file_matches_the_compose_specification(
+    projects: Projects, variant: Variant
+) -> None:
+    check = [TOOLS / "check-jsonschema", "--builtin-schema", "vendor.compose-spec"]
+    run([*check, "compose.yaml"], projects.rendered(variant))
+
+
+@with_docker
+def test_compose_starts_backing_services_healthy_and_migrated_first(
+    projects: Projects, variant: Variant
+) -> None:
+    services = load(projects.rendered(variant) / "compose.yaml")["services"]
+    database, cache = answer(variant, "database"), answer(variant, "cache")
+    expected = {"app"}
+    expected |= {"migrate"} if database != "none" else set()
+    expected |= {"postgres"} if database == "postgresql" else set()
+    expected |= {"redis"} if cache == "redis" else set()
+    assert set(services) == expected
+
+    environment = services["app"]["environment"]
+    assert environment["APP_ENVIRONMENT"] == "production"
+    assert ("APP_DATABASE_URL" in environment) == (database != "none")
+    assert ("APP_REDIS_URL" in environment) == (cache == "redis")
+    if database == "postgresql":
+        assert environment["APP_DATABASE_URL"].startswith("postgresql+asyncpg://")
+    if database == "sqlite":
+        assert environment["APP_DATABASE_URL"].startswith("sqlite+aiosqlite:////data/")
+
+    depends_on = services["app"].get("depends_on", {})
+    for backing in expected & {"postgres", "redis"}:
+        assert services[backing]["healthcheck"]["test"]
+        assert depends_on[backing] == {"condition": "service_healthy"}
+    if database != "none":
+        assert services["migrate"]["command"] == ["alembic", "upgrade", "head"]
+        assert depends_on["migrate"] == {"condition": "service_completed_successfully"}
+
+
+@with_docker
+def test_yaml_files_pass_yamllint(projects: Projects, variant: Variant) -> None:
+    project = projects.rendered(variant)
+    files = [path for path in deployment_files(project) if path.suffix == ".yaml"]
+    run([TOOLS / "yamllint", "--strict", "-d", YAMLLINT_CONFIG, *files], project)
+
+
+@with_docker
+def test_no_secret_literal_in_deployment_files(projects: Projects, variant: Variant) -> None:
+    project = projects.rendered(variant)
+    env_file = dict(
+        line.split("=", 1) for line in (project / ".env").read_text().splitlines() if "=" in line
+    )
+    generated_secret = env_file["APP_SECRET_KEY"]
+    credentials = re.compile(r"://[^\s:/@]+:([^\s@]+)@")
+    for path in deployment_files(project):
+        text = path.read_text()
+        assert generated_secret not in text, path.name
+        for password in credentials.findall(text):
+            assert re.fullmatch(r"\$\{\w+\}|[A-Z]+", password), f"{path.name}: {password}"
+    assert not re.search(r"^(ENV|ARG)\b.*SECRET", (project / "Dockerfile").read_text(), re.M)
+
+    services = load(project / "compose.yaml")["services"]
+    assert services["app"]["environment"]["APP_SECRET_KEY"].startswith("${APP_SECRET_KEY:?")
+    if "postgres" in services:
+        password = services["postgres"]["environment"]["POSTGRES_PASSWORD"]
+        assert password.startswith("${POSTGRES_PASSWORD:?")
+    secret_template = kubernetes_dir(project) / "base" / "secret.example.yaml"
+    if secret_template.exists():
+        assert set(load(secret_template)["stringData"].values()) == {""}
+
+
+@with_kubernetes
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_kubernetes_manifests_are_valid_resources(
+    projects: Projects, variant: Variant, version: str
+) -> None:
+    project = projects.rendered(variant)
+    validate = [TOOLS / "kubernetes-validate", "--strict", "--kubernetes-version", version]
+    run([*validate, *manifests(project)], project)
+
+
+@with_kubernetes
+def test_kustomizations_list_existing_resources_and_leave_the_secret_out(
+    projects: Projects, variant: Variant
+) -> None:
+    project = projects.rendered(variant)
+    for kustomization in sorted(kubernetes_dir(project).rglob("kustomization.yaml")):
+        folder = kustomization.parent
+        listed = load(kustomization)["resources"]
+        assert all((folder / entry).exists() for entry in listed), kustomization
+    base = kubernetes_dir(project) / "base"
+    listed = set(load(base / "kustomization.yaml")["resources"])
+    on_disk = {path.name for path in base.glob("*.yaml")} - {"kustomization.yaml"}
+    assert on_disk - listed == {"secret.example.yaml"}
+
+
+@with_kubernetes
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_overlay_patches_apply_to_the_base_and_stay_valid(
+    projects: Projects, variant: Variant, version: str, tmp_path: Path
+) -> None:
+    project = projects.rendered(variant)
+    overlay = load(kubernetes_dir(project) / "overlays" / "production" / "kustomization.yaml")
+    base = [load(path) for path in manifests(project) if path.parent.name == "base"]
+    patched = []
+    for patch in overlay["patches"]:
+        target = patch["target"]
+        [resource] = [
+            r
+            for r in base
+            if (r["kind"], r["metadata"]["name"]) == (target["kind"], target["name"])
+        ]
+        result = jsonpatch.apply_patch(resource, yaml.safe_load(patch["patch"]))
+        patched.append(tmp_path / f"{target['kind']}.yaml")
+        patched[-1].write_text(yaml.safe_dump(result))
+    validate = [TOOLS / "kubernetes-validate", "--strict", "--kubernetes-version", version]
+    run([*validate, *patched], tmp_path)
+
+
+@with_kubernetes
+def test_pods_are_probed_hardened_and_drain_before_they_stop(
+    projects: Projects, variant: Variant
+) -> None:
+    base = kubernetes_dir(projects.rendered(variant)) / "base"
+    pod = load(base / "deployment.yaml")["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    config = load(base / "configmap.yaml")["data"]
+
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+    assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for each in pod["containers"] + pod.get("initContainers", []):
+        security = each["securityContext"]
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["capabilities"]["drop"] == ["ALL"]
+        assert {"name": "tmp", "mountPath": "/tmp"} in each["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+
+    sleep = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert sleep[0] == "sleep"
+    drain = int(sleep[1]) + int(config["APP_GRACEFUL_TIMEOUT"])
+    assert pod["terminationGracePeriodSeconds"] > drain
+    assert ("APP_LOG_FORMAT" in config) == (answer(variant, "logging") == "structlog")
+
+
+@with_kubernetes
+def test_replicas_scale_out_on_cpu_unless_sqlite_pins_one(
+    projects: Projects, variant: Variant
+) -> None:
+    base = kubernetes_dir(projects.rendered(variant)) / "base"
+    deployment = load(base / "deployment.yaml")
+    database = answer(variant, "database")
+    if database == "sqlite":
+        assert deployment["spec"]["replicas"] == 1
+        assert not (base / "hpa.yaml").exists()
+        [init] = deployment["spec"]["template"]["spec"]["initContainers"]
+        assert init["command"] == ["alembic", "upgrade", "head"]
+        return
+
+    hpa = load(base / "hpa.yaml")["spec"]
+    assert "replicas" not in deployment["spec"]  # the autoscaler owns the count
+    assert hpa["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert hpa["minReplicas"] >= 2
+    assert hpa["metrics"][0]["resource"]["name"] == "cpu"
+    job = base / "migration-job.yaml"
+    assert job.exists() == (database == "postgresql")
+    if job.exists():
+        [container] = load(job)["spec"]["template"]["spec"]["containers"]
+        assert container["command"] == ["alembic", "upgrade", "head"]
