@@ -70,6 +70,15 @@ def dependencies_for(answers: dict[str, Any]) -> list[str]:
     deps = list(BASE_DEPENDENCIES)
     if answers["logging"] == "structlog":
         deps.append("structlog>=24.4")
+    if answers["auth"] == "jwt":
+        deps.append("pyjwt>=2.10")
+    if answers["http_client"]:
+        deps.append("httpx>=0.27")
+    if answers["metrics"]:
+        deps.append("prometheus-client>=0.21")
+    if answers["docs"] == "self_hosted":
+        # docs.py serves the Swagger UI and ReDoc files that this package ships.
+        deps.append("fastapi-offline>=1.7.7,<2")
     return sorted(deps)
 
 
@@ -78,12 +87,16 @@ def dev_dependencies_for(answers: dict[str, Any]) -> list[str]:
     return sorted(DEV_DEPENDENCIES)
 
 
+# The answers that the derived values read.
+ANSWERS_USED = {"python_version", "logging", "cache", "auth", "http_client", "metrics", "docs"}
+
+
 class ContextUpdater(ContextHook):
     """Values derived from the answers, computed in one place for every template file."""
 
     def hook(self, context: dict[str, Any]) -> None:
         # The hook also runs while copier prompts, before the answers exist.
-        if "cache" not in context or "logging" not in context:
+        if not ANSWERS_USED <= context.keys():
             return
         context["dependencies"] = dependencies_for(context)
         context["dev_dependencies"] = dev_dependencies_for(context)

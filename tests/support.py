@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import socket
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent
@@ -69,3 +74,48 @@ def project_files(project: Path) -> list[Path]:
         for path in project.rglob("*")
         if path.is_file() and not skip.intersection(path.relative_to(project).parts)
     )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serving(project: Path, package: str, log: Path, **env: str) -> Iterator[str]:
+    """Runs `python -m <package>` of an installed project on a free port until the block ends.
+
+    Yields the base URL once /health/live answers; the service's output goes to `log`. Stops it
+    with SIGTERM afterwards.
+    """
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    service_env = clean_env(APP_PORT=str(port), APP_LOG_FORMAT="json", PYTHONUNBUFFERED="1", **env)
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [project / ".venv" / "bin" / "python", "-m", package],
+            cwd=project,
+            env=service_env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_until_live(base_url, process, log)
+            yield base_url
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+
+
+def _wait_until_live(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"service exited {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{base_url}/health/live", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    pytest.fail(f"service did not answer /health/live in time:\n{log.read_text()}")
