@@ -78,6 +78,15 @@ def dependencies_for(answers: dict[str, Any]) -> list[str]:
         deps.append("anyio>=4.6")
     if answers["cache"] == "redis":
         deps.append("redis>=5.2")
+    if answers["auth"] == "jwt":
+        deps.append("pyjwt>=2.10")
+    if answers["http_client"]:
+        deps.append("httpx>=0.27")
+    if answers["metrics"]:
+        deps.append("prometheus-client>=0.21")
+    if answers["docs"] == "self_hosted":
+        # docs.py serves the Swagger UI and ReDoc files that this package ships.
+        deps.append("fastapi-offline>=1.7.7,<2")
     return sorted(set(deps))
 
 
@@ -90,7 +99,18 @@ def dev_dependencies_for(answers: dict[str, Any]) -> list[str]:
     return sorted(deps)
 
 
-ANSWERS_USED = {"python_version", "logging", "database", "cache", "example_api"}
+# The answers that the derived values read.
+ANSWERS_USED = {
+    "python_version",
+    "logging",
+    "database",
+    "cache",
+    "example_api",
+    "auth",
+    "http_client",
+    "metrics",
+    "docs",
+}
 
 
 class ContextUpdater(ContextHook):
@@ -98,7 +118,7 @@ class ContextUpdater(ContextHook):
 
     def hook(self, context: dict[str, Any]) -> None:
         # The hook also runs while copier prompts, before (some of) the answers exist.
-        if not ANSWERS_USED.issubset(context):
+        if not ANSWERS_USED <= context.keys():
             return
         context["dependencies"] = dependencies_for(context)
         context["dev_dependencies"] = dev_dependencies_for(context)

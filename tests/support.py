@@ -92,38 +92,46 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    """A rendered service run as users run it, `python -m <package>`, on a free port."""
+    """A rendered service run as users run it, `python -m <package>`, on a free port.
 
-    def __init__(self, project: Path, package: str, **env: str) -> None:
+    Its output goes to `log` (a pipe nobody reads would block a chatty service).
+    """
+
+    def __init__(self, project: Path, package: str, log: Path, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.output = ""
-        self.process = subprocess.Popen(
-            [project / ".venv" / "bin" / "python", "-m", package],
-            cwd=project,
-            env=clean_env(APP_PORT=str(self.port), PYTHONUNBUFFERED="1", **env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        self.log = log
+        with log.open("w") as output:
+            self.process = subprocess.Popen(
+                [project / ".venv" / "bin" / "python", "-m", package],
+                cwd=project,
+                env=clean_env(APP_PORT=str(self.port), PYTHONUNBUFFERED="1", **env),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
 
-    def wait_until_live(self, seconds: float = 30) -> None:
+    @property
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait_until_live(self, seconds: float = 60) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                pytest.fail(f"service exited {self.process.returncode}:\n{self.stop()}")
+                pytest.fail(f"service exited {self.process.returncode}:\n{self.output}")
             try:
                 if httpx.get(f"{self.url}/health/live", timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
                 time.sleep(0.1)
-        pytest.fail(f"service did not answer /health/live in {seconds}s:\n{self.stop()}")
+        self.stop()
+        pytest.fail(f"service did not answer /health/live in {seconds}s:\n{self.output}")
 
     def stop(self, seconds: float = 30) -> str:
         """SIGTERM, wait for the exit, and return everything the service printed."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        self.output += self.process.communicate(timeout=seconds)[0]
+        self.process.wait(timeout=seconds)
         return self.output
 
     def peak_rss_kib(self) -> int:

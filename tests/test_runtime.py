@@ -27,7 +27,11 @@ def test_default_service_serves_and_stops_cleanly_on_sigterm(
     project = projects.installed(DEFAULT)
     database = f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
     service = ServiceProcess(
-        project, DEFAULT.package, APP_LOG_FORMAT="json", APP_DATABASE_URL=database
+        project,
+        DEFAULT.package,
+        tmp_path / "service.log",
+        APP_LOG_FORMAT="json",
+        APP_DATABASE_URL=database,
     )
     with service:
         live = httpx.get(f"{service.url}/health/live", headers={"X-Request-ID": "abc-123"})
@@ -107,6 +111,7 @@ def test_redis_outage_degrades_to_misses_and_recovers(
     service = ServiceProcess(
         project,
         SQLITE_REDIS.package,
+        tmp_path / "service.log",
         APP_REDIS_URL=redis_server.url,
         APP_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'service.db'}",
     )
@@ -173,12 +178,14 @@ def test_export_streams_with_memory_flat_in_the_row_count(
     for count in (10_000, 100_000):
         database = tmp_path / f"export-{count}.db"
         url = f"sqlite+aiosqlite:///{database}"
-        with ServiceProcess(project, DEFAULT.package, APP_DATABASE_URL=url):
+        log = tmp_path / f"export-{count}.log"
+        with ServiceProcess(project, DEFAULT.package, log, APP_DATABASE_URL=url):
             pass  # the first start applies the migrations
         seed_products(database, count)
         service = ServiceProcess(
             project,
             DEFAULT.package,
+            log,
             APP_DATABASE_URL=url,
             APP_DATABASE_MIGRATE_ON_START="false",
             APP_LOG_LEVEL="WARNING",

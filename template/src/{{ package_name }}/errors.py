@@ -73,9 +73,26 @@ class NotFoundError(AppError):
         super().__init__(f"{resource} '{identifier}' not found")
 
 
+class UnauthorizedError(AppError):
+    """The request carries no valid credentials; the challenge header tells the caller which."""
+
+    status_code = 401
+    error_code = "UNAUTHORIZED"
+
+    def __init__(self, detail: str = "Not authenticated", *, scheme: str = "Bearer") -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": scheme})
+
+
 class ConflictError(AppError):
     status_code = 409
     error_code = "CONFLICT"
+
+
+class BadGatewayError(AppError):
+    """A remote service this one calls failed: it timed out, was unreachable or answered 5xx."""
+
+    status_code = 502
+    error_code = "BAD_GATEWAY"
 
 
 class ServiceUnavailableError(AppError):

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: a request id on every request, response and log line; one access line."""
+"""Pure ASGI middleware: request ids and one access line per request; a cap on body size."""
 
 import logging
 import re
@@ -6,9 +6,12 @@ import time
 import uuid
 from contextvars import ContextVar
 
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = b"x-request-id"
+CONTENT_LENGTH_HEADER = b"content-length"
 # A caller's id is kept only if it is a short, printable token; anything else is replaced.
 _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
@@ -73,3 +76,61 @@ class RequestContextMiddleware:
                     "duration_ms": duration_ms,
                 },
             )
+
+
+class BodySizeLimitMiddleware:
+    """Answers 413 for a request body larger than `max_body_bytes`, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        declared = _declared_length(scope)
+        if declared is not None:
+            # The server stops reading at Content-Length, so a body within it needs no counting.
+            if declared > self.max_body_bytes:
+                await self._too_large()(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+
+        received = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    # Raised inside the app, so the error handlers answer it with the envelope.
+                    raise HTTPException(413, self._detail())
+            return message
+
+        await self.app(scope, receive_within_limit, send)
+
+    def _detail(self) -> str:
+        return f"Request body exceeds {self.max_body_bytes} bytes"
+
+    def _too_large(self) -> JSONResponse:
+        body = {
+            "error": "PAYLOAD_TOO_LARGE",
+            "detail": self._detail(),
+            "request_id": current_request_id(),
+        }
+        return JSONResponse(body, status_code=413)
+
+
+def _declared_length(scope: Scope) -> int | None:
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for name, value in headers:
+        if name == CONTENT_LENGTH_HEADER:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
