@@ -118,7 +118,7 @@ class ContextUpdater(ContextHook):
 
     def hook(self, context: dict[str, Any]) -> None:
         # The hook also runs while copier prompts, before (some of) the answers exist.
-        if not ANSWERS_USED <= context.keys():
+        if not ANSWERS_USED.issubset(context):
             return
         context["dependencies"] = dependencies_for(context)
         context["dev_dependencies"] = dev_dependencies_for(context)
