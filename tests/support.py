@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent
-LEFTOVER_JINJA = re.compile(r"\{\{|\{%|\.jinja\b")
+LEFTOVER_JINJA = re.compile(rb"\{\{|\{%|\.jinja\b")
 
 
 @dataclass(frozen=True)

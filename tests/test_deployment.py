@@ -96,7 +96,7 @@ def test_deployment_files_have_no_leftover_jinja_and_none_is_empty(
     project = projects.rendered(variant)
     files = deployment_files(project)
     assert [path for path in files if path.stat().st_size == 0] == []
-    assert [path for path in files if LEFTOVER_JINJA.search(path.read_text())] == []
+    assert [path for path in files if LEFTOVER_JINJA.search(path.read_bytes())] == []
     assert "## Deploying" in (project / "README.md").read_text()
 
 

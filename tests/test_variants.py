@@ -20,7 +20,7 @@ def test_no_leftover_jinja_and_no_empty_file(projects: Projects, variant: Varian
     leftovers = [
         str(path.relative_to(project))
         for path in files
-        if LEFTOVER_JINJA.search(path.name) or LEFTOVER_JINJA.search(path.read_text())
+        if LEFTOVER_JINJA.search(path.name.encode()) or LEFTOVER_JINJA.search(path.read_bytes())
     ]
     assert empty == []
     assert leftovers == []
