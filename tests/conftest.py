@@ -32,10 +32,19 @@ class Projects:
     is enough for the static checks aimed at its floor (ruff, mypy, deptry), not for its suite.
     """
 
-    def __init__(self, copie: object) -> None:
+    def __init__(self, copie: object, mypy_caches: Path) -> None:
         self._copie = copie
+        self._mypy_caches = mypy_caches
         self._rendered: dict[str, Path] = {}
         self._installed: set[str] = set()
+
+    def mypy_cache(self, variant: Variant) -> Path:
+        """One mypy cache per target version, shared by the variants of this worker.
+
+        Most of mypy's time goes to the same third-party packages in every variant; its cache
+        entries are checked against each file's content hash, so sharing them is safe.
+        """
+        return self._mypy_caches / variant.python_version
 
     def rendered(self, variant: Variant) -> Path:
         if variant.id not in self._rendered:
@@ -60,5 +69,5 @@ class Projects:
 
 
 @pytest.fixture(scope="session")
-def projects(copie_session: object) -> Projects:
-    return Projects(copie_session)
+def projects(copie_session: object, tmp_path_factory: pytest.TempPathFactory) -> Projects:
+    return Projects(copie_session, tmp_path_factory.mktemp("mypy-cache"))

@@ -46,8 +46,9 @@ def test_ruff_format_check(projects: Projects, variant: Variant) -> None:
 
 def test_mypy_strict(projects: Projects, variant: Variant) -> None:
     target = ["--python-version", variant.python_version]
+    cache = ["--cache-dir", str(projects.mypy_cache(variant))]
     run(
-        ["uv", "run", "--no-sync", "mypy", "--strict", *target, "src", "tests"],
+        ["uv", "run", "--no-sync", "mypy", "--strict", *target, *cache, "src", "tests"],
         projects.installed(variant),
     )
 
