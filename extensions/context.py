@@ -113,6 +113,16 @@ ANSWERS_USED = {
 }
 
 
+# The versions `python_version` offers in copier.yml, oldest first.
+PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
+
+
+def ci_python_versions(floor: str) -> list[str]:
+    """The Python versions CI tests on: the project's floor and every newer one."""
+    start = PYTHON_VERSIONS.index(floor)
+    return list(PYTHON_VERSIONS[start:])
+
+
 class ContextUpdater(ContextHook):
     """Values derived from the answers, computed in one place for every template file."""
 
@@ -123,4 +133,5 @@ class ContextUpdater(ContextHook):
         context["dependencies"] = dependencies_for(context)
         context["dev_dependencies"] = dev_dependencies_for(context)
         context["python_floor"] = context["python_version"].replace(".", "")
+        context["ci_python_versions"] = ci_python_versions(context["python_version"])
         context["secret_key"] = secrets.token_urlsafe(48)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import Variant, run
+from support import Variant, interpreter_for, run
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -24,12 +25,26 @@ def _isolated_copier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
 
 
 class Projects:
-    """Renders each variant once per test session (per xdist worker) and installs it with uv."""
+    """Renders each variant once per test session (per xdist worker) and installs it with uv.
 
-    def __init__(self, copie: object) -> None:
+    A project whose Python floor has no interpreter here (e.g. 3.13 on a 3.11 machine) cannot be
+    `uv sync`ed: its dependencies go into a virtual environment of this interpreter instead, which
+    is enough for the static checks aimed at its floor (ruff, mypy, deptry), not for its suite.
+    """
+
+    def __init__(self, copie: object, mypy_caches: Path) -> None:
         self._copie = copie
+        self._mypy_caches = mypy_caches
         self._rendered: dict[str, Path] = {}
         self._installed: set[str] = set()
+
+    def mypy_cache(self, variant: Variant) -> Path:
+        """One mypy cache per target version, shared by the variants of this worker.
+
+        Most of mypy's time goes to the same third-party packages in every variant; its cache
+        entries are checked against each file's content hash, so sharing them is safe.
+        """
+        return self._mypy_caches / variant.python_version
 
     def rendered(self, variant: Variant) -> Path:
         if variant.id not in self._rendered:
@@ -41,11 +56,18 @@ class Projects:
     def installed(self, variant: Variant) -> Path:
         project = self.rendered(variant)
         if variant.id not in self._installed:
-            run(["uv", "sync", "--quiet"], project)
+            interpreter = interpreter_for(variant.python_version)
+            if interpreter:
+                run(["uv", "sync", "--quiet", "--python", interpreter], project)
+            else:
+                run(["uv", "venv", "--quiet", "--python", sys.executable], project)
+                # Reads the dependency lists only, so the project's requires-python is not checked.
+                install = ["uv", "pip", "install", "--quiet", "-r", "pyproject.toml"]
+                run([*install, "--group", "dev"], project)
             self._installed.add(variant.id)
         return project
 
 
 @pytest.fixture(scope="session")
-def projects(copie_session: object) -> Projects:
-    return Projects(copie_session)
+def projects(copie_session: object, tmp_path_factory: pytest.TempPathFactory) -> Projects:
+    return Projects(copie_session, tmp_path_factory.mktemp("mypy-cache"))

@@ -2,21 +2,41 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent
-LEFTOVER_JINJA = re.compile(rb"\{\{|\{%|\.jinja\b")
+# `${{ ... }}` is a CI expression (GitHub Actions), not Jinja left behind.
+LEFTOVER_JINJA = re.compile(rb"(?<!\$)\{\{|\{%|\.jinja\b")
+
+
+@functools.cache
+def questions() -> dict[str, dict[str, Any]]:
+    """The questions of copier.yml (its `_` settings left out), in the order they are asked."""
+    config = yaml.safe_load((TEMPLATE_DIR / "copier.yml").read_text())
+    return {name: spec for name, spec in config.items() if not name.startswith("_")}
+
+
+def choices(spec: Mapping[str, Any]) -> list[object]:
+    """The values a question accepts: its choices in declared order, or both booleans."""
+    if spec.get("type") == "bool":
+        return [False, True]
+    declared = spec.get("choices") or []
+    return list(declared.values()) if isinstance(declared, Mapping) else list(declared)
 
 
 @dataclass(frozen=True)
@@ -40,6 +60,11 @@ class Variant:
             names.append("TEST_REDIS_URL")
         return names
 
+    @property
+    def python_version(self) -> str:
+        """The lowest Python version the rendered project supports (its `requires-python`)."""
+        return str(self.answers.get("python_version", questions()["python_version"]["default"]))
+
     def param(self) -> object:
         """A pytest parameter whose checks run on one xdist worker, sharing one render."""
         return pytest.param(self, id=self.id, marks=pytest.mark.xdist_group(self.id))
@@ -51,6 +76,25 @@ def clean_env(**extra: str) -> dict[str, str]:
     env["UV_PYTHON_DOWNLOADS"] = "never"
     env.update(extra)
     return env
+
+
+@functools.cache
+def interpreter_for(floor: str) -> str | None:
+    """An interpreter that satisfies a project's Python floor: this one, else any uv finds here.
+
+    uv never downloads one (`UV_PYTHON_DOWNLOADS=never`): None when none is installed.
+    """
+    if sys.version_info[:2] >= tuple(int(part) for part in floor.split(".")):
+        return sys.executable
+    found = subprocess.run(
+        ["uv", "python", "find", f">={floor}"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return found.stdout.strip() if found.returncode == 0 and found.stdout.strip() else None
 
 
 def run(

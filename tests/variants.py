@@ -1,32 +1,139 @@
-"""The combinations of answers that the tests render. Each one runs every static and suite check."""
+"""The combinations of answers that the tests render. Each one runs every static and suite check.
 
-from support import Variant
+Named presets, plus a pairwise set: every pair of values of any two questions with choices is
+rendered together in at least one variant (allpairspy, deterministic for a fixed input order; the
+ids must be identical in every xdist worker). The set is built in two steps so that every pair
+of the module questions runs its own test suite on the default Python (the floor that every
+machine has), then a few rows add the pairs of `python_version` 3.12 and 3.13 with every value:
+those get the static checks for their target everywhere, and their suite wherever an interpreter
+of that version is installed (the template's CI).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from allpairspy import AllPairs
+from support import Variant, choices, questions
+
+PAIRWISE_QUESTIONS = (
+    "python_version",
+    "database",
+    "cache",
+    "logging",
+    "auth",
+    "example_api",
+    "http_client",
+    "metrics",
+    "docs",
+    "deployment",
+    "ci",
+)
+
+# Short names for readable ids; a value missing here reads `<question>-<value>`.
+SHORT_NAMES: dict[str, dict[object, str]] = {
+    "python_version": {"3.11": "py311", "3.12": "py312", "3.13": "py313"},
+    "database": {"none": "nodb", "sqlite": "sqlite", "postgresql": "pg"},
+    "cache": {"none": "nocache", "memory": "memcache", "redis": "redis"},
+    "logging": {"structlog": "structlog", "stdlib": "stdlib"},
+    "auth": {"none": "noauth", "jwt": "jwt"},
+    "example_api": {True: "api", False: "noapi"},
+    "http_client": {True: "http", False: "nohttp"},
+    "metrics": {True: "metrics", False: "nometrics"},
+    "docs": {"cdn": "cdn", "self_hosted": "selfdocs"},
+    "deployment": {"none": "nodeploy", "docker": "docker", "kubernetes": "k8s"},
+    "ci": {"github": "gh", "gitlab": "gitlab", "none": "noci"},
+}
 
 DEFAULT = Variant("default")
 STDLIB_LOGGING = Variant("stdlib-logging", {"logging": "stdlib"})
-POSTGRES_REDIS = Variant("postgresql-redis", {"database": "postgresql", "cache": "redis"})
-SQLITE_REDIS = Variant("sqlite-redis", {"database": "sqlite", "cache": "redis"})
+# Presets for the data modules (each with the products API; `full` has PostgreSQL and Redis),
+# and lean variants that the runtime tests start as processes. The pairwise set covers the rest.
 POSTGRES_MEMORY = Variant("postgresql-memory", {"database": "postgresql", "cache": "memory"})
-NO_DATABASE_NO_CACHE = Variant("no-database-no-cache", {"database": "none", "cache": "none"})
-NO_EXAMPLE_API = Variant("no-example-api", {"example_api": False})
-JWT = Variant("jwt", {"auth": "jwt"})
-JWT_WITHOUT_EXAMPLE_API = Variant("jwt-no-example-api", {"auth": "jwt", "example_api": False})
-HTTP_CLIENT = Variant("http-client", {"http_client": True})
+SQLITE_REDIS = Variant("sqlite-redis", {"database": "sqlite", "cache": "redis"})
 METRICS = Variant("metrics", {"metrics": True})
 # With auth, so the offline Swagger UI has an Authorize button to show.
 SELF_HOSTED_DOCS = Variant("self-hosted-docs", {"docs": "self_hosted", "auth": "jwt"})
-
-VARIANTS = [
+MINIMAL = Variant(
+    "minimal",
+    {
+        "database": "none",
+        "cache": "none",
+        "auth": "none",
+        "example_api": False,
+        "http_client": False,
+        "metrics": False,
+        "deployment": "none",
+        "ci": "none",
+    },
+)
+FULL = Variant(
+    "full",
+    {
+        "database": "postgresql",
+        "cache": "redis",
+        "auth": "jwt",
+        "example_api": True,
+        "http_client": True,
+        "metrics": True,
+        "docs": "self_hosted",
+        "deployment": "kubernetes",
+        "ci": "github",
+    },
+)
+PRESETS = [
     DEFAULT,
     STDLIB_LOGGING,
-    POSTGRES_REDIS,
-    SQLITE_REDIS,
+    MINIMAL,
+    FULL,
     POSTGRES_MEMORY,
-    NO_DATABASE_NO_CACHE,
-    NO_EXAMPLE_API,
-    JWT,
-    JWT_WITHOUT_EXAMPLE_API,
-    HTTP_CLIENT,
+    SQLITE_REDIS,
     METRICS,
     SELF_HOSTED_DOCS,
 ]
+
+
+def values_of(question: str) -> list[object]:
+    return choices(questions()[question])
+
+
+def complete_answers(answers: Mapping[str, object]) -> dict[str, object]:
+    """A variant's answers for every pairwise question, the template's defaults filling gaps."""
+    return {q: answers.get(q, questions()[q]["default"]) for q in PAIRWISE_QUESTIONS}
+
+
+def variant_id(index: int, answers: Mapping[str, object]) -> str:
+    """`pw03-py312-pg-redis-jwt`: the row number, then every value that differs from the default."""
+    changed = [
+        SHORT_NAMES.get(q, {}).get(value, f"{q}-{value}")
+        for q, value in answers.items()
+        if value != questions()[q]["default"]
+    ]
+    return "-".join([f"pw{index:02d}", *changed])
+
+
+def pairwise_rows(
+    names: Sequence[str], tested: Iterable[Mapping[str, object]]
+) -> list[dict[str, object]]:
+    """Rows covering every pair of values of `names` that `tested` does not cover yet."""
+    previously = [[row[q] for q in names] for row in tested]
+    parameters = [values_of(q) for q in names]
+    return [
+        dict(zip(names, row, strict=True))
+        for row in AllPairs(parameters, previously_tested=previously)
+    ]
+
+
+def pairwise_variants() -> list[Variant]:
+    tested = [complete_answers(v.answers) for v in PRESETS]
+    floor = questions()["python_version"]["default"]
+    # Step 1: every pair of the module questions, on the default Python.
+    modules = [q for q in PAIRWISE_QUESTIONS if q != "python_version"]
+    rows = [{"python_version": floor, **row} for row in pairwise_rows(modules, tested)]
+    # Step 2: the pairs of the other Python versions with every value.
+    rows += pairwise_rows(PAIRWISE_QUESTIONS, tested + rows)
+    return [Variant(variant_id(index, row), row) for index, row in enumerate(rows, start=1)]
+
+
+PAIRWISE = pairwise_variants()
+VARIANTS = [*PRESETS, *PAIRWISE]
