@@ -231,9 +231,13 @@ def test_update_brings_template_improvement_and_keeps_user_edits(
 
     run(["uv", "sync", "--quiet"], project)
     result = run(["uv", "run", "--no-sync", "pytest", "-v", "-p", "no:cacheprovider"], project)
-    assert "test_probes_are_never_cached PASSED" in result.stdout
-    assert "test_version_names_the_build PASSED" in result.stdout
-    assert "test_graceful_timeout_defaults_to_thirty_seconds PASSED" in result.stdout
+    for name in (
+        "test_probes_are_never_cached",
+        "test_version_names_the_build",
+        "test_graceful_timeout_defaults_to_thirty_seconds",
+    ):
+        # A test may run once per backend: `name[embedded] PASSED`.
+        assert re.search(rf"::{name}(\[\w+\])? PASSED", result.stdout), name
 
 
 def test_edit_of_a_line_the_template_changed_shows_both_sides(
