@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import sqlite3
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from conftest import Projects
-from support import ServiceProcess, free_port
+from support import ServiceProcess, free_port, run
 from variants import DEFAULT, SQLITE_REDIS
 
 PRODUCT = {"name": "Kettle", "price": "19.90", "category_id": 1, "sku": "KT-2048-001"}
@@ -212,3 +214,61 @@ def test_export_streams_with_memory_flat_in_the_row_count(
         assert chunks > count // 1000
     # Ten times the rows must not mean more memory: batches are read and sent one by one.
     assert growth_mib[100_000] < growth_mib[10_000] + 10
+
+
+@pytest.mark.xdist_group(SQLITE_REDIS.id)
+def test_two_workers_share_one_redis_cache(projects: Projects, tmp_path: Path) -> None:
+    redis_url = os.environ.get("TEST_REDIS_URL")
+    if not redis_url:
+        pytest.skip("TEST_REDIS_URL is not set: two workers share the cache through a real Redis")
+    project = projects.installed(SQLITE_REDIS)
+    env = {
+        "APP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}",
+        "APP_REDIS_URL": redis_url,
+        "APP_CACHE_PREFIX": f"workers-{uuid.uuid4().hex}",
+        "APP_LOG_FORMAT": "json",
+    }
+    # Migrate once, as a deployment's migration job does, rather than in both workers.
+    run([project / ".venv" / "bin" / "alembic", "upgrade", "head"], project, **env)
+    service = ServiceProcess(
+        project,
+        SQLITE_REDIS.package,
+        tmp_path / "service.log",
+        APP_WORKERS="2",
+        APP_DATABASE_MIGRATE_ON_START="false",
+        **env,
+    )
+    with service:
+        product = httpx.post(f"{service.url}/api/v1/products", json=PRODUCT).json()
+        reads: list[tuple[str, str]] = []
+        for number in range(200):
+            # A new connection each time: either worker may accept it.
+            request_id = f"read-{number}"
+            response = httpx.get(
+                f"{service.url}/api/v1/products/{product['id']}",
+                headers={"X-Request-ID": request_id},
+            )
+            reads.append((request_id, response.headers["x-cache"]))
+            pids = pids_by_request_id(service.output)
+            if len({pids.get(request_id) for request_id, _ in reads}) > 1:
+                break
+    output = service.stop()
+
+    pids = pids_by_request_id(output)
+    filled_by = pids[reads[0][0]]
+    served_by_other = [cache for request_id, cache in reads if pids[request_id] != filled_by]
+    print(
+        f"\ntwo workers: first read {reads[0][1]} by pid {filled_by}; "
+        f"reads by the other worker: {served_by_other}"
+    )
+    assert reads[0][1] == "MISS"
+    assert served_by_other, "every read went to the same worker"
+    assert set(served_by_other) == {"HIT"}
+    assert service.process.returncode == 0, output
+    assert output.count("Application shutdown complete.") == 2
+    assert "Traceback" not in output
+
+
+def pids_by_request_id(output: str) -> dict[str, int]:
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return {line["request_id"]: line["pid"] for line in lines if "request_id" in line}
