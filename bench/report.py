@@ -52,7 +52,7 @@ class Report:
         lines = [f"# {self.title}", "", *(f"- {item}" for item in self.setup), ""]
         lines += ["## Budget", ""]
         lines += _table(
-            ["Measure", "Result (median)", "Range over rounds", "Target", "Verdict"],
+            ["Measure", "Result (median)", "Range over rounds, or detail", "Target", "Verdict"],
             [[r.measure, r.result, r.spread, r.target, r.verdict] for r in self.budget],
         )
         if self.runs:
@@ -113,7 +113,8 @@ class Report:
         medians = [runs.rps for runs, _ in self.runs]
         lows = [runs.rps - runs.rps_range[0] for runs, _ in self.runs]
         highs = [runs.rps_range[1] - runs.rps for runs, _ in self.runs]
-        left.barh(names, medians, xerr=[lows, highs], color="tab:blue", capsize=3)
+        bars = left.barh(names, medians, xerr=[lows, highs], color="tab:blue", capsize=3)
+        left.bar_label(bars, [f"{m:,.0f}" for m in medians], label_type="center", color="white")
         left.invert_yaxis()
         left.set_xlabel("requests per second (median, bars: range over rounds)")
         left.set_title("Throughput")
