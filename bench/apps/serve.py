@@ -1,0 +1,35 @@
+"""Serve one ASGI app with the generated service's uvicorn settings, stated explicitly.
+
+Run with a rendered project's interpreter: `python serve.py bare:app` or
+`python serve.py my_service.main:create_app --factory`. The keyword arguments mirror the
+generated `__main__.py` (one worker, no uvicorn log config, no server access log, no server
+header); loop and HTTP implementation are pinned so every app runs on the same ones.
+"""
+
+import argparse
+
+import uvicorn
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("target", help="module:attribute")
+    parser.add_argument("--factory", action="store_true")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvicorn.run(
+        args.target,
+        factory=args.factory,
+        host="127.0.0.1",
+        port=args.port,
+        workers=1,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The benchmark's smoke run: a few seconds of every measure, so that `bench/` cannot rot.
+
+It proves that the harness renders, serves, loads and reports; the figures of a smoke run are
+too short to judge (the full run, `python -m bench`, is not part of the test suite).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support import TEMPLATE_DIR, clean_env
+
+MEASURES = [
+    "Generated service / bare FastAPI, throughput",
+    "Generated service / bare FastAPI, CPU time per request (bare / generated)",
+    "Generated service / bare FastAPI, p99 latency",
+    "Seed BaseHTTPMiddleware / bare FastAPI, throughput",
+    "Generated service / seed BaseHTTPMiddleware, throughput",
+    "Product read, memory cache hit / no cache, throughput",
+    "Product read, Redis cache hit / memory cache hit, throughput",
+    "CSV export peak RSS growth, 200 rows",
+    "CSV export peak RSS growth, 1,000 rows",
+    "CSV export peak RSS growth, 5,000 rows",
+    "Whole benchmark wall time",
+]
+
+
+def table_rows(markdown: str, heading: str) -> dict[str, list[str]]:
+    """The rows of the table under `## heading`, keyed by their first cell."""
+    section = markdown.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.strip("| ").split(" | ") for line in section.splitlines() if line.startswith("|")]
+    return {cells[0]: cells[1:] for cells in rows[2:]}
+
+
+@pytest.mark.xdist_group("bench")
+def test_bench_smoke_run_reports_every_measure(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--output", tmp_path],
+        cwd=TEMPLATE_DIR,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, f"{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
+
+    markdown = (tmp_path / "latest.md").read_text()
+    budget = table_rows(markdown, "Budget")
+    assert list(budget) == MEASURES
+    assert all(cells[0] for cells in budget.values()), "a measure without a result"
+    servers = table_rows(markdown, "Servers under load")
+    assert {"generated service (default render)", "bare FastAPI"} <= set(servers)
+    assert (tmp_path / "latest.png").read_bytes().startswith(b"\x89PNG")
