@@ -71,7 +71,7 @@ def dependencies_for(answers: dict[str, Any]) -> list[str]:
     """The runtime dependencies that the chosen modules import."""
     deps = list(BASE_DEPENDENCIES)
     if answers["logging"] == "structlog":
-        deps.append("structlog>=24.4")
+        deps += ["orjson>=3.10", "structlog>=24.4"]
     if answers["database"] != "none":
         deps += [*DATABASE_DEPENDENCIES, DATABASE_DRIVERS[answers["database"]]]
     elif answers["example_api"]:

@@ -14,9 +14,12 @@ import pytest
 from support import TEMPLATE_DIR, clean_env
 
 MEASURES = [
-    "Generated service / bare FastAPI, throughput",
-    "Generated service / bare FastAPI, CPU time per request (bare / generated)",
-    "Generated service / bare FastAPI, p99 latency",
+    "Generated service / bare FastAPI (same route, in an APIRouter), throughput",
+    "Generated service / bare FastAPI (same route, in an APIRouter), CPU time per request"
+    " (bare / generated)",
+    "Generated service / bare FastAPI (same route, in an APIRouter), p99 latency",
+    "Generated service / bare FastAPI (route on the app itself), throughput",
+    "Bare FastAPI: route in an APIRouter / on the app itself, throughput",
     "Seed BaseHTTPMiddleware / bare FastAPI, throughput",
     "Generated service / seed BaseHTTPMiddleware, throughput",
     "Product read, memory cache hit / no cache, throughput",
