@@ -6,7 +6,8 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-SKU_PATTERN = r"^[A-Z]{2}-\d{4}-\d{3}$"
+# ASCII digits only: `\d` would match the digits of every script (Arabic-Indic, fullwidth...).
+SKU_PATTERN = r"^[A-Z]{2}-[0-9]{4}-[0-9]{3}$"
 MAX_ID = 2**31 - 1
 
 # PostgreSQL cannot store the NUL character in text: refused up front, whatever the backend.
