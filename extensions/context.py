@@ -96,6 +96,9 @@ def dev_dependencies_for(answers: dict[str, Any]) -> list[str]:
     if answers["database"] == "postgresql":
         # The suite runs on a throw-away SQLite file too, when no PostgreSQL is at hand.
         deps.append(DATABASE_DRIVERS["sqlite"])
+    if answers["example_api"]:
+        # tests/test_api_fuzz.py: the API checked against its own OpenAPI schema.
+        deps.append("schemathesis>=4.3")
     return sorted(deps)
 
 

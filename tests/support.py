@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -197,3 +199,57 @@ def _proc_status_kib(pid: int, field: str) -> int:
         if line.startswith(f"{field}:"):
             return int(line.split()[1])
     raise LookupError(field)
+
+
+class RedisServer:
+    """A throw-away redis-server on a free port, which a test can kill and bring back."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed: the Redis outage test needs one")
+        self.command = [binary, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [*self.command, "--port", str(self.port)], stdout=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        pytest.fail("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+
+def seed_products(database: Path, count: int) -> None:
+    """Bulk rows straight into a service's SQLite file (the API would take minutes)."""
+    now = "2026-01-01 00:00:00.000000"
+    rows = (
+        (
+            f"Product {i}",
+            None,
+            1990 + i % 1000,
+            1 + i % 50,
+            f"AA-{i // 1000:04d}-{i % 1000:03d}",
+            now,
+            now,
+        )
+        for i in range(count)
+    )
+    with sqlite3.connect(database) as connection:
+        connection.executemany(
+            "INSERT INTO products (name, description, price, category_id, sku, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pexpect
+import pyte
 import pytest
 import yaml
-from support import TEMPLATE_DIR, clean_env
+from support import TEMPLATE_DIR, Variant, clean_env, questions
+from variants import DEFAULT, FULL
 
 
 def copier_copy(destination: Path, *answers: str) -> subprocess.CompletedProcess[str]:
@@ -39,6 +45,7 @@ def copier_copy(destination: Path, *answers: str) -> subprocess.CompletedProcess
         ("author_email=not-an-address", "must be an e-mail address"),
         ("author_email=a@b", "must be an e-mail address"),
         ("description=two\nlines", "one line"),
+        ("description=" + "x" * 201, "at most 200 characters"),
         ("python_version=3.9", "Invalid choice for 'python_version'"),
         ("database=mysql", "Invalid choice for 'database'"),
         ("cache=memcached", "Invalid choice for 'cache'"),
@@ -75,16 +82,159 @@ def test_good_answers_are_accepted_and_derived_names_follow(tmp_path: Path) -> N
     assert (destination / "src" / "billing_api_v2" / "main.py").is_file()
 
 
-def test_answers_file_and_tracked_files_hold_no_secret(tmp_path: Path) -> None:
+@pytest.mark.parametrize("variant", [DEFAULT, FULL], ids=lambda variant: variant.id)
+def test_answers_file_and_tracked_files_hold_no_secret(tmp_path: Path, variant: Variant) -> None:
     destination = tmp_path / "service"
-    assert copier_copy(destination).returncode == 0
+    answers = [f"{name}={value}" for name, value in variant.answers.items()]
+    assert copier_copy(destination, *answers).returncode == 0
     secret = next(
         line.split("=", 1)[1]
         for line in (destination / ".env").read_text().splitlines()
         if line.startswith("APP_SECRET_KEY=")
     )
     assert len(secret) >= 32
-    assert ".env" in (destination / ".gitignore").read_text().splitlines()
     for path in destination.rglob("*"):
         if path.is_file() and ".git" not in path.parts and path.name != ".env":
             assert secret not in path.read_text(), f"secret leaked into {path.name}"
+    answers_file = yaml.safe_load((destination / ".copier-answers.yml").read_text())
+    assert [key for key in answers_file if re.search("secret|password|token", key)] == []
+
+    # What `git add -A` would commit: copier's task made the folder a git repository.
+    git = ["git", "-C", str(destination)]
+    subprocess.run([*git, "add", "-A"], check=True, timeout=60)
+    tracked = subprocess.run(
+        [*git, "ls-files"], check=True, capture_output=True, text=True, timeout=60
+    ).stdout.splitlines()
+    assert ".copier-answers.yml" in tracked
+    assert ".env" not in tracked
+    assert [name for name in tracked if secret in (destination / name).read_text()] == []
+    assert subprocess.run([*git, "check-ignore", "--quiet", ".env"], timeout=60).returncode == 0
+
+
+# Interactive: copier in a pseudo-terminal, its screen rendered as a user sees it.
+
+ROWS, COLUMNS = 40, 120
+CTRL_U = "\x15"  # clears the answer being typed
+
+
+class AnsweringScreen(pyte.Screen):
+    """A terminal's screen that answers the program's queries, e.g. where the cursor is."""
+
+    def __init__(self, reply: Callable[[str], object]) -> None:
+        super().__init__(COLUMNS, ROWS)
+        self._reply = reply
+
+    def write_process_input(self, data: str) -> None:
+        self._reply(data)
+
+
+class Terminal:
+    """`copier copy` run as a user runs it, typing at its prompts."""
+
+    def __init__(self, destination: Path) -> None:
+        command = ["-m", "copier", "copy", "--trust", "--vcs-ref", "HEAD"]
+        self.child = pexpect.spawn(
+            sys.executable,
+            [*command, str(TEMPLATE_DIR), str(destination)],
+            env=clean_env(TERM="xterm"),
+            encoding="utf-8",
+            dimensions=(ROWS, COLUMNS),
+        )
+        self.screen = AnsweringScreen(reply=self.child.send)
+        self.stream = pyte.Stream(self.screen)
+        self.transcript = ""
+
+    @property
+    def text(self) -> str:
+        return "\n".join(line.rstrip() for line in self.screen.display)
+
+    def _read(self, seconds: float) -> None:
+        try:
+            output = self.child.read_nonblocking(65536, timeout=seconds)
+        except pexpect.TIMEOUT:
+            return
+        self.transcript += output
+        self.stream.feed(output)
+
+    def wait_for(self, text: str, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while text not in self.text:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{text!r} never showed; the screen:\n{self.text}")
+            self._read(0.2)
+
+    def settle(self, seconds: float = 1) -> None:
+        """Read whatever the program shows within `seconds`."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self._read(0.1)
+
+    def answer(self, question: str, typed: str | None = None) -> None:
+        """Wait for the question, then type an answer (None keeps the default) and Enter."""
+        self.wait_for(questions()[question]["help"])
+        self.child.send(("" if typed is None else CTRL_U + typed) + "\r")
+
+    def finish(self, seconds: float = 120) -> int:
+        deadline = time.monotonic() + seconds
+        while self.child.isalive():
+            if time.monotonic() > deadline:
+                self.child.terminate(force=True)
+                pytest.fail(f"copier did not finish; the screen:\n{self.text}")
+            try:
+                self._read(0.2)
+            except pexpect.EOF:
+                break
+        self.child.close()
+        return int(self.child.exitstatus if self.child.exitstatus is not None else -1)
+
+
+def test_bad_answer_at_the_prompt_shows_the_message_then_a_good_one_proceeds(
+    tmp_path: Path,
+) -> None:
+    destination = tmp_path / "service"
+    names = list(questions())
+    # question: (bad answer, the validator's message, good answer)
+    retyped = {
+        "package_name": (
+            "class",
+            "must not be a Python keyword or a standard library module name",
+            "billing_api",
+        ),
+        "author_email": ("not-an-address", "must be an e-mail address", "ops@example.com"),
+    }
+    terminal = Terminal(destination)
+    screens = {}
+    for name in names:
+        if name not in retyped:
+            terminal.answer(name)
+            continue
+        bad, message, good = retyped[name]
+        terminal.answer(name, bad)
+        terminal.wait_for(f"Validation error for question '{name}': {message}")
+        terminal.settle()  # the Enter just typed must not move on
+        screens[name] = terminal.text
+        terminal.child.send(CTRL_U + good + "\r")
+    status = terminal.finish()
+
+    for name, screen in screens.items():
+        following = questions()[names[names.index(name) + 1]]["help"]
+        assert following not in screen, f"copier moved on past a refused {name}"
+    assert status == 0, terminal.text
+    assert "Traceback" not in terminal.transcript
+    assert (destination / "src" / "billing_api" / "main.py").is_file()
+    answers = yaml.safe_load((destination / ".copier-answers.yml").read_text())
+    assert (answers["package_name"], answers["author_email"]) == ("billing_api", "ops@example.com")
+
+
+def test_ctrl_c_at_a_prompt_leaves_no_folder_and_no_traceback(tmp_path: Path) -> None:
+    destination = tmp_path / "service"
+    terminal = Terminal(destination)
+    for name in list(questions())[: list(questions()).index("database")]:
+        terminal.answer(name)
+    terminal.wait_for(questions()["database"]["help"])
+    terminal.child.sendintr()
+    status = terminal.finish()
+
+    assert status != 0
+    assert "Traceback" not in terminal.transcript
+    assert not destination.exists()

@@ -1,22 +1,17 @@
-"""Layer 4: rendered services run as processes: they serve, survive outages, stop cleanly."""
+"""Layer 4: rendered services run as processes: they serve, stream and stop cleanly."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
-import sqlite3
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from conftest import Projects
-from support import ServiceProcess, free_port, run
+from support import ServiceProcess, run, seed_products
 from variants import DEFAULT, SQLITE_REDIS
 
 PRODUCT = {"name": "Kettle", "price": "19.90", "category_id": 1, "sku": "KT-2048-001"}
@@ -54,121 +49,6 @@ def test_default_service_serves_and_stops_cleanly_on_sigterm(
     assert access[-1]["request_id"] == "abc-123"
     assert "Application shutdown complete." in {line["event"] for line in lines}
     assert "Traceback" not in output
-
-
-class RedisServer:
-    """A throw-away redis-server on a free port, which the test can kill and bring back."""
-
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed: the Redis outage test needs one")
-        self.command = [binary, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [*self.command, "--port", str(self.port)], stdout=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        pytest.fail("redis-server did not start")
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.kill()
-
-
-def wait_for_status(url: str, status: int, seconds: float = 10) -> float:
-    """Poll until `url` answers `status`; return how long that took."""
-    started = time.monotonic()
-    while time.monotonic() - started < seconds:
-        if httpx.get(url, timeout=2).status_code == status:
-            return time.monotonic() - started
-        time.sleep(0.05)
-    pytest.fail(f"{url} did not answer {status} within {seconds}s")
-
-
-@pytest.mark.xdist_group(SQLITE_REDIS.id)
-def test_redis_outage_degrades_to_misses_and_recovers(
-    projects: Projects, redis_server: RedisServer, tmp_path: Path
-) -> None:
-    project = projects.installed(SQLITE_REDIS)
-    service = ServiceProcess(
-        project,
-        SQLITE_REDIS.package,
-        tmp_path / "service.log",
-        APP_REDIS_URL=redis_server.url,
-        APP_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'service.db'}",
-    )
-    with service:
-        product = httpx.post(f"{service.url}/api/v1/products", json=PRODUCT).json()
-        read_url = f"{service.url}/api/v1/products/{product['id']}"
-        ready_url = f"{service.url}/health/ready"
-        before = [httpx.get(read_url).headers["x-cache"] for _ in range(2)]
-
-        redis_server.kill()
-        during = [httpx.get(read_url) for _ in range(50)]
-        time_to_503 = wait_for_status(ready_url, 503)
-        degraded = httpx.get(ready_url).json()
-
-        redis_server.start()
-        time_to_200 = wait_for_status(ready_url, 200)
-        time.sleep(1.1)  # the cache rests for a second after its last failure
-        after = [httpx.get(read_url).headers["x-cache"] for _ in range(2)]
-
-    statuses = [response.status_code for response in during]
-    print(
-        f"\nredis outage: {len(during)} reads while down, "
-        f"{sum(status >= 500 for status in statuses)} answered 5xx; "
-        f"/health/ready 503 after {time_to_503:.2f}s, 200 again {time_to_200:.2f}s after restart"
-    )
-    assert before == ["MISS", "HIT"]
-    assert statuses == [200] * len(during)
-    assert {response.headers["x-cache"] for response in during} == {"MISS"}
-    assert degraded["checks"]["redis"] == "unavailable"
-    assert time_to_503 < 1
-    assert after == ["MISS", "HIT"]
-    assert service.process.returncode == 0, service.output
-
-
-def seed_products(database: Path, count: int) -> None:
-    """Bulk rows straight into the service's SQLite file (the API would take minutes)."""
-    now = "2026-01-01 00:00:00.000000"
-    rows = (
-        (
-            f"Product {i}",
-            None,
-            1990 + i % 1000,
-            1 + i % 50,
-            f"AA-{i // 1000:04d}-{i % 1000:03d}",
-            now,
-            now,
-        )
-        for i in range(count)
-    )
-    with sqlite3.connect(database) as connection:
-        connection.executemany(
-            "INSERT INTO products (name, description, price, category_id, sku, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
 
 
 @pytest.mark.xdist_group(DEFAULT.id)

@@ -19,6 +19,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     500: {"model": ErrorEnvelope, "description": "Unexpected error; quote the request id"},
 }
 
+# What a route that reads a request body may answer before the route itself runs.
+BODY_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorEnvelope, "description": "The body could not be read (not UTF-8)"},
+    413: {"model": ErrorEnvelope, "description": "The body exceeds the size limit"},
+}
+
 
 def _field(package: PackageMetadata, name: str) -> str:
     return next(iter(package.get_all(name) or []), "")

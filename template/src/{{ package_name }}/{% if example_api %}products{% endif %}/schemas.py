@@ -6,11 +6,19 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-SKU_PATTERN = r"^[A-Z]{2}-\d{4}-\d{3}$"
+# ASCII digits only: `\d` would match the digits of every script (Arabic-Indic, fullwidth...).
+SKU_PATTERN = r"^[A-Z]{2}-[0-9]{4}-[0-9]{3}$"
 MAX_ID = 2**31 - 1
 
-Name = Annotated[str, Field(min_length=1, max_length=200, examples=["Espresso machine"])]
-Description = Annotated[str, Field(max_length=2000, examples=["15 bar pump, steam wand"])]
+# PostgreSQL cannot store the NUL character in text: refused up front, whatever the backend.
+TEXT_PATTERN = r"^[^\x00]*$"
+
+Name = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=TEXT_PATTERN, examples=["Espresso machine"])
+]
+Description = Annotated[
+    str, Field(max_length=2000, pattern=TEXT_PATTERN, examples=["15 bar pump, steam wand"])
+]
 Price = Annotated[
     Decimal, Field(gt=0, max_digits=10, decimal_places=2, examples=[Decimal("249.90")])
 ]

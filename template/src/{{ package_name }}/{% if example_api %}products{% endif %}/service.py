@@ -71,6 +71,9 @@ class ProductService:
             products_per_category=per_category,
         )
 
+    async def ensure_reachable(self) -> None:
+        await self._repository.ensure_reachable()
+
     async def export_csv(self) -> AsyncIterator[str]:
         """The catalogue as CSV, one chunk per batch: memory stays flat whatever the row count."""
         yield csv_chunk([EXPORT_HEADER])
