@@ -71,3 +71,16 @@ class Projects:
 @pytest.fixture(scope="session")
 def projects(copie_session: object, tmp_path_factory: pytest.TempPathFactory) -> Projects:
     return Projects(copie_session, tmp_path_factory.mktemp("mypy-cache"))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Show what passing tests printed: the runtime and fault tests print their figures."""
+    printed = [
+        (report.nodeid, report.capstdout.strip())
+        for report in terminalreporter.stats.get("passed", [])
+        if report.when == "call" and report.capstdout.strip()
+    ]
+    if printed:
+        terminalreporter.section("figures printed by the tests")
+        for nodeid, output in printed:
+            terminalreporter.write_line(f"{nodeid}\n    " + output.replace("\n", "\n    "))
