@@ -74,6 +74,29 @@ def projects(copie_session: object, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    _report_variants(terminalreporter)
+    _report_figures(terminalreporter)
+
+
+def _report_variants(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line per rendered variant: its id and how its checks ended."""
+    outcomes: dict[str, dict[str, int]] = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(report, "nodeid", "")
+            if "test_variants.py::" not in nodeid or "[" not in nodeid:
+                continue
+            variant = nodeid.rsplit("[", 1)[1].rstrip("]")
+            counts = outcomes.setdefault(variant, {})
+            counts[outcome] = counts.get(outcome, 0) + 1
+    if outcomes:
+        terminalreporter.section("variants")
+        for variant, counts in sorted(outcomes.items()):
+            summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(counts.items()))
+            terminalreporter.write_line(f"{variant}: {summary}")
+
+
+def _report_figures(terminalreporter: pytest.TerminalReporter) -> None:
     """Show what passing tests printed: the runtime and fault tests print their figures."""
     printed = [
         (report.nodeid, report.capstdout.strip())
