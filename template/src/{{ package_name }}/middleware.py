@@ -25,13 +25,19 @@ def current_request_id() -> str:
     return request_id_var.get()
 
 
-def _incoming_request_id(scope: Scope) -> str:
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of header `name` (lowercase), or None."""
     headers: list[tuple[bytes, bytes]] = scope["headers"]
-    for name, value in headers:
-        if name == REQUEST_ID_HEADER:
-            if _SANE_REQUEST_ID.fullmatch(value):
-                return value.decode("ascii")
-            break
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def _incoming_request_id(scope: Scope) -> str:
+    value = _header(scope, REQUEST_ID_HEADER)
+    if value is not None and _SANE_REQUEST_ID.fullmatch(value):
+        return value.decode("ascii")
     return secrets.token_hex(16)
 
 
@@ -117,11 +123,8 @@ class BodySizeLimitMiddleware:
 
 
 def _declared_length(scope: Scope) -> int | None:
-    headers: list[tuple[bytes, bytes]] = scope["headers"]
-    for name, value in headers:
-        if name == CONTENT_LENGTH_HEADER:
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+    value = _header(scope, CONTENT_LENGTH_HEADER)
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
