@@ -25,6 +25,7 @@ PAIRWISE_QUESTIONS = (
     "example_api",
     "http_client",
     "metrics",
+    "tracing",
     "docs",
     "deployment",
     "ci",
@@ -40,6 +41,7 @@ SHORT_NAMES: dict[str, dict[object, str]] = {
     "example_api": {True: "api", False: "noapi"},
     "http_client": {True: "http", False: "nohttp"},
     "metrics": {True: "metrics", False: "nometrics"},
+    "tracing": {True: "tracing", False: "notracing"},
     "docs": {"cdn": "cdn", "self_hosted": "selfdocs"},
     "deployment": {"none": "nodeploy", "docker": "docker", "kubernetes": "k8s"},
     "ci": {"github": "gh", "gitlab": "gitlab", "none": "noci"},
@@ -52,6 +54,7 @@ STDLIB_LOGGING = Variant("stdlib-logging", {"logging": "stdlib"})
 POSTGRES_MEMORY = Variant("postgresql-memory", {"database": "postgresql", "cache": "memory"})
 SQLITE_REDIS = Variant("sqlite-redis", {"database": "sqlite", "cache": "redis"})
 METRICS = Variant("metrics", {"metrics": True})
+TRACING = Variant("tracing", {"tracing": True})
 # With auth, so the offline Swagger UI has an Authorize button to show.
 SELF_HOSTED_DOCS = Variant("self-hosted-docs", {"docs": "self_hosted", "auth": "jwt"})
 MINIMAL = Variant(
@@ -76,6 +79,7 @@ FULL = Variant(
         "example_api": True,
         "http_client": True,
         "metrics": True,
+        "tracing": True,
         "docs": "self_hosted",
         "deployment": "kubernetes",
         "ci": "github",
@@ -89,6 +93,7 @@ PRESETS = [
     POSTGRES_MEMORY,
     SQLITE_REDIS,
     METRICS,
+    TRACING,
     SELF_HOSTED_DOCS,
 ]
 
