@@ -81,6 +81,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def _report_variants(terminalreporter: pytest.TerminalReporter) -> None:
     """One line per rendered variant: its id and how its checks ended."""
     outcomes: dict[str, dict[str, int]] = {}
+    suites: dict[str, str] = {}
     for outcome in ("passed", "failed", "skipped", "error"):
         for report in terminalreporter.stats.get(outcome, []):
             nodeid = getattr(report, "nodeid", "")
@@ -89,11 +90,15 @@ def _report_variants(terminalreporter: pytest.TerminalReporter) -> None:
             variant = nodeid.rsplit("[", 1)[1].rstrip("]")
             counts = outcomes.setdefault(variant, {})
             counts[outcome] = counts.get(outcome, 0) + 1
+            for name, value in getattr(report, "user_properties", []):
+                if name == "generated suite":
+                    suites[variant] = str(value)
     if outcomes:
         terminalreporter.section("variants")
         for variant, counts in sorted(outcomes.items()):
             summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(counts.items()))
-            terminalreporter.write_line(f"{variant}: {summary}")
+            suite = f"; its own suite: {suites[variant]}" if variant in suites else ""
+            terminalreporter.write_line(f"{variant}: {summary}{suite}")
 
 
 def _report_figures(terminalreporter: pytest.TerminalReporter) -> None:

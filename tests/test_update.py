@@ -196,6 +196,8 @@ def make_user_edits(project: Path) -> None:
     replace_once(
         project / SOURCE / "settings.py", "default=10, ge=0, le=300", "default=30, ge=0, le=300"
     )
+    # The generated suite holds .env.example to the defaults: it changes with them.
+    replace_once(project / ".env.example", "# APP_GRACEFUL_TIMEOUT=10", "# APP_GRACEFUL_TIMEOUT=30")
 
 
 def test_update_brings_template_improvement_and_keeps_user_edits(
