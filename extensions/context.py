@@ -173,8 +173,8 @@ def settings_mixins_for(answers: dict[str, Any]) -> list[dict[str, str]]:
     return [*mixins, {"module": "settings", "settings": "CoreSettings"}]
 
 
-def test_fixtures_for(answers: dict[str, Any]) -> list[dict[str, Any]]:
-    """The generated tests/fixtures/ modules; `settings`: it gives settings to the app under test."""
+def fixture_modules_for(answers: dict[str, Any]) -> list[dict[str, Any]]:
+    """The generated tests/fixtures/ modules; `settings`: it gives the app settings under test."""
     fixtures = []
     if answers["database"] != "none":
         fixtures.append({"module": "database", "settings": True})
@@ -183,7 +183,7 @@ def test_fixtures_for(answers: dict[str, Any]) -> list[dict[str, Any]]:
     return [*fixtures, {"module": "auth", "settings": False}]
 
 
-def test_servers_for(answers: dict[str, Any]) -> list[str]:
+def server_variables_for(answers: dict[str, Any]) -> list[str]:
     """The variables naming the real servers the generated suite tests against when set."""
     servers = []
     if answers["database"] == "postgresql":
@@ -207,8 +207,8 @@ class ContextUpdater(ContextHook):
         context["secret_key"] = secrets.token_urlsafe(48)
         context["features"] = features_for(context)
         context["settings_mixins"] = settings_mixins_for(context)
-        context["test_fixtures"] = test_fixtures_for(context)
-        context["test_servers"] = test_servers_for(context)
+        context["test_fixtures"] = fixture_modules_for(context)
+        context["test_servers"] = server_variables_for(context)
         if context["database"] != "none":
             context["default_database_url"] = DEFAULT_DATABASE_URLS[context["database"]].format(
                 slug=context["project_slug"], package=context["package_name"]
