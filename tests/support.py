@@ -102,12 +102,16 @@ class Interpreter:
         return "this machine" if self.root is None else "a Debian 13 root, by chroot"
 
     def run(
-        self, command: Sequence[str | Path], cwd: Path, shared: Sequence[Path] = ()
+        self,
+        command: Sequence[str | Path],
+        cwd: Path,
+        shared: Sequence[Path] = (),
+        timeout: float = 600,
     ) -> subprocess.CompletedProcess[str]:
         if self.root is None:
-            return run(command, cwd)
+            return run(command, cwd, timeout=timeout)
         inside = [DEBIAN_ROOT_SCRIPT, "run", cwd, *shared, "--", *command]
-        return run(inside, cwd, TEST_PYTHON313_ROOT=str(self.root))
+        return run(inside, cwd, timeout=timeout, TEST_PYTHON313_ROOT=str(self.root))
 
 
 @functools.cache
