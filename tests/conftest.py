@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from support import Interpreter, Variant, interpreter_for, run
 
+from harness import render
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_copier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
@@ -35,8 +37,8 @@ class Projects:
     the static checks aimed at its floor (ruff, mypy, deptry), not for its suite.
     """
 
-    def __init__(self, copie: object, mypy_caches: Path) -> None:
-        self._copie = copie
+    def __init__(self, workdir: Path, mypy_caches: Path) -> None:
+        self._workdir = workdir
         self._mypy_caches = mypy_caches
         self._rendered: dict[str, Path] = {}
         self._installed: set[str] = set()
@@ -51,9 +53,7 @@ class Projects:
 
     def rendered(self, variant: Variant) -> Path:
         if variant.id not in self._rendered:
-            result = self._copie.copy(extra_answers=dict(variant.answers))  # type: ignore[attr-defined]
-            assert result.exit_code == 0, f"{variant.id} failed to render: {result.exception!r}"
-            self._rendered[variant.id] = result.project_dir
+            self._rendered[variant.id] = render(self._workdir, variant.answers)
         return self._rendered[variant.id]
 
     def installed(self, variant: Variant) -> Path:
@@ -89,16 +89,18 @@ class Projects:
             if line.partition("=")[0].strip() in {"version_info", "version"}
         )
         interpreter = interpreter_for(variant.python_version) or Interpreter(sys.executable)
-        return f"Python {version}, {interpreter.where}"
+        return f"on Python {version} {interpreter.where}"
 
 
-# The user property under which each variant's suite test records the Python it ran on.
-SUITE_PYTHON = "suite_python"
+# The user properties under which each variant's suite test records its suite's own counts, and
+# the Python it ran on (or why it did not run).
+SUITE_COUNTS = "generated suite"
+SUITE_PYTHON = "generated suite python"
 
 
 @pytest.fixture(scope="session")
-def projects(copie_session: object, tmp_path_factory: pytest.TempPathFactory) -> Projects:
-    return Projects(copie_session, tmp_path_factory.mktemp("mypy-cache"))
+def projects(tmp_path_factory: pytest.TempPathFactory) -> Projects:
+    return Projects(tmp_path_factory.mktemp("renders"), tmp_path_factory.mktemp("mypy-cache"))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -109,7 +111,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def _report_variants(terminalreporter: pytest.TerminalReporter) -> None:
     """One line per rendered variant: its id, how its checks ended, where its suite ran."""
     outcomes: dict[str, dict[str, int]] = {}
-    suites: dict[str, str] = {}
+    suites: dict[str, dict[str, str]] = {}
     for outcome in ("passed", "failed", "skipped", "error"):
         for report in terminalreporter.stats.get(outcome, []):
             nodeid = getattr(report, "nodeid", "")
@@ -119,14 +121,15 @@ def _report_variants(terminalreporter: pytest.TerminalReporter) -> None:
             counts = outcomes.setdefault(variant, {})
             counts[outcome] = counts.get(outcome, 0) + 1
             for name, value in getattr(report, "user_properties", []):
-                if name == SUITE_PYTHON:
-                    suites[variant] = str(value)
+                if name in {SUITE_COUNTS, SUITE_PYTHON}:
+                    suites.setdefault(variant, {})[name] = str(value)
     if outcomes:
         terminalreporter.section("variants")
         for variant, counts in sorted(outcomes.items()):
             summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(counts.items()))
-            suite = suites.get(variant, "not run")
-            terminalreporter.write_line(f"{variant}: {summary}; suite: {suite}")
+            parts = [suites.get(variant, {}).get(name) for name in (SUITE_COUNTS, SUITE_PYTHON)]
+            suite = ", ".join(part for part in parts if part) or "not run"
+            terminalreporter.write_line(f"{variant}: {summary}; its own suite: {suite}")
 
 
 def _report_figures(terminalreporter: pytest.TerminalReporter) -> None:
