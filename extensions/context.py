@@ -95,6 +95,15 @@ def toml_string(value: str) -> str:
     return f'"{escaped}"'
 
 
+def is_one_line(text: str) -> bool:
+    """Whether `text` has no line break nor other control character (a tab, a CR, U+2028...).
+
+    Such a character breaks the package metadata (`Summary:`, `Author-email:` are header lines)
+    or the README heading.
+    """
+    return not any(unicodedata.category(char) in {"Cc", "Zl", "Zp"} for char in text)
+
+
 def has_ascii_local_part(address: str) -> bool:
     """Whether the part before the last @ is ASCII: package metadata cannot carry any other."""
     return address.rpartition("@")[0].isascii()
@@ -240,6 +249,7 @@ class GitConfigExtension(Extension):
         environment.filters["git_config"] = git_config
         environment.filters["slugify"] = slugify
         environment.filters["toml_string"] = toml_string
+        environment.filters["is_one_line"] = is_one_line
         environment.filters["has_ascii_local_part"] = has_ascii_local_part
         environment.filters["is_package_email"] = is_package_email
         environment.filters["is_reserved_name"] = is_reserved_name
