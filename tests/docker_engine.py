@@ -13,7 +13,7 @@ import shutil
 import ssl
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,13 +66,24 @@ class Docker:
     def has_image(self, reference: str) -> bool:
         return self.run("image", "inspect", reference, check=False).returncode == 0
 
+    def build_cache(self) -> dict[str, str]:
+        """The engine's build cache records: id to type."""
+        listed = self.run("system", "df", "--verbose", "--format", "{{json .BuildCache}}")
+        return {record["ID"]: record["CacheType"] for record in json.loads(listed.stdout) or []}
+
+    def prune_build_cache(self, ids: Collection[str]) -> None:
+        """Drop these records (and the ones built on them) from the build cache, nothing else."""
+        if ids:
+            pattern = f"^({'|'.join(sorted(ids))})$"  # the engine matches `id` as a regex
+            self.run("builder", "prune", "--force", "--all", "--filter", f"id={pattern}")
+
 
 def find_docker() -> Docker | str:
     """The first `docker` on PATH whose engine answers and that can build with BuildKit.
 
     Returns the reason when there is none.
     """
-    reason = "no `docker` client on PATH"
+    reasons = []
     for client in docker_clients():
         probe = subprocess.run(
             [client, "version", "--format", "{{.Server.Version}} {{.Client.Version}}"],
@@ -82,16 +93,16 @@ def find_docker() -> Docker | str:
             check=False,
         )
         if probe.returncode != 0:
-            reason = f"no Docker engine answers `{client} version`: {probe.stderr.strip()}"
+            reasons.append(f"no engine answers `{client} version` ({probe.stderr.strip()})")
             continue
         server, client_version = probe.stdout.split()
         if int(client_version.split(".")[0]) >= BUILDX_FROM_CLIENT_MAJOR:
             buildx = [client, "buildx", "version"]
             if subprocess.run(buildx, capture_output=True, timeout=30, check=False).returncode:
-                reason = f"{client} (client {client_version}) lacks buildx, so cannot use BuildKit"
+                reasons.append(f"{client} (client {client_version}) lacks buildx for BuildKit")
                 continue
         return Docker(client, server)
-    return reason
+    return "; ".join(reasons) or "no `docker` client on PATH"
 
 
 def docker_clients() -> list[str]:
