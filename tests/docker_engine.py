@@ -66,16 +66,27 @@ class Docker:
     def has_image(self, reference: str) -> bool:
         return self.run("image", "inspect", reference, check=False).returncode == 0
 
-    def build_cache(self) -> dict[str, str]:
-        """The engine's build cache records: id to type."""
-        listed = self.run("system", "df", "--verbose", "--format", "{{json .BuildCache}}")
+    def build_cache(self) -> dict[str, str] | None:
+        """The engine's build cache records, id to type; None when the engine cannot list them."""
+        listed = self.run(
+            "system", "df", "--verbose", "--format", "{{json .BuildCache}}", check=False
+        )
+        if listed.returncode != 0:
+            return None
         return {record["ID"]: record["CacheType"] for record in json.loads(listed.stdout) or []}
 
-    def prune_build_cache(self, ids: Collection[str]) -> None:
-        """Drop these records (and the ones built on them) from the build cache, nothing else."""
-        if ids:
-            pattern = f"^({'|'.join(sorted(ids))})$"  # the engine matches `id` as a regex
-            self.run("builder", "prune", "--force", "--all", "--filter", f"id={pattern}")
+    def prune_build_cache(self, ids: Collection[str]) -> str | None:
+        """Drop these records (and those built on them) from the build cache, nothing else.
+
+        Returns the engine's complaint when it refused.
+        """
+        if not ids:
+            return None
+        pattern = f"^({'|'.join(sorted(ids))})$"  # the engine matches `id` as a regex
+        pruned = self.run(
+            "builder", "prune", "--force", "--all", "--filter", f"id={pattern}", check=False
+        )
+        return pruned.stderr.strip() if pruned.returncode else None
 
 
 def find_docker() -> Docker | str:

@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import shutil
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -150,8 +151,14 @@ def images(
     built = Images(docker, projects, tmp_path_factory.mktemp("base-images"))
     yield built
     built.remove_all()
-    left = {id_ for id_, kind in docker.build_cache().items() if kind != "exec.cachemount"}
-    docker.prune_build_cache(left - set(cache_before))
+    cache_after = docker.build_cache()
+    if cache_before is None or cache_after is None:
+        warnings.warn("the engine lists no build cache: the session's is left", stacklevel=1)
+        return
+    left = {id_ for id_, kind in cache_after.items() if kind != "exec.cachemount"}
+    refused = docker.prune_build_cache(left - set(cache_before))
+    if refused:
+        warnings.warn(f"the session's build cache is left: {refused}", stacklevel=1)
 
 
 def require_servers(variant: Variant) -> dict[str, str]:
