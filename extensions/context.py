@@ -83,7 +83,7 @@ def dependencies_for(answers: dict[str, Any]) -> list[str]:
     if answers["http_client"]:
         deps.append("httpx>=0.27")
     if answers["metrics"]:
-        deps.append("prometheus-client>=0.21")
+        deps += ["anyio>=4.6", "prometheus-client>=0.21"]
     if answers["docs"] == "self_hosted":
         # docs.py serves the Swagger UI and ReDoc files that this package ships.
         deps.append("fastapi-offline>=1.7.7,<2")
@@ -113,6 +113,8 @@ ANSWERS_USED = {
     "http_client",
     "metrics",
     "docs",
+    "project_slug",
+    "package_name",
 }
 
 
@@ -124,6 +126,71 @@ def ci_python_versions(floor: str) -> list[str]:
     """The Python versions CI tests on: the project's floor and every newer one."""
     start = PYTHON_VERSIONS.index(floor)
     return list(PYTHON_VERSIONS[start:])
+
+
+DEFAULT_DATABASE_URLS = {
+    "sqlite": "sqlite+aiosqlite:///./{slug}.db",
+    "postgresql": "postgresql+asyncpg://postgres@127.0.0.1:5432/{package}",
+}
+
+
+def features_for(answers: dict[str, Any]) -> list[str]:
+    """The feature modules of the service, in the order main.py composes them.
+
+    Resources open in this order (and close in reverse); a module listed later may use what an
+    earlier one opened (the Redis cache takes the in-process cache's place). Middleware order is
+    each middleware's own `Layer`, not this list's.
+    """
+    features = ["logging", "middleware", "errors"]
+    if answers["database"] != "none":
+        features.append("db")
+    if answers["cache"] != "none":
+        features.append("cache")
+    if answers["cache"] == "redis":
+        features.append("redis_cache")
+    if answers["auth"] != "none":
+        features.append("security")
+    if answers["http_client"]:
+        features.append("http_client")
+    if answers["metrics"]:
+        features.append("metrics")
+    return [*features, "health", "docs"]
+
+
+def settings_mixins_for(answers: dict[str, Any]) -> list[dict[str, str]]:
+    """The settings classes that config.py combines into `Settings`, most specific first."""
+    mixins = []
+    if answers["database"] != "none":
+        mixins.append({"module": "db", "settings": "DatabaseSettings"})
+    if answers["cache"] == "memory":
+        mixins.append({"module": "cache", "settings": "CacheSettings"})
+    if answers["cache"] == "redis":
+        mixins.append({"module": "redis_cache", "settings": "RedisSettings"})
+    if answers["auth"] == "jwt":
+        mixins.append({"module": "security", "settings": "JwtSettings"})
+    if answers["http_client"]:
+        mixins.append({"module": "http_client", "settings": "HttpClientSettings"})
+    return [*mixins, {"module": "settings", "settings": "CoreSettings"}]
+
+
+def test_fixtures_for(answers: dict[str, Any]) -> list[dict[str, Any]]:
+    """The generated tests/fixtures/ modules; `settings`: it gives settings to the app under test."""
+    fixtures = []
+    if answers["database"] != "none":
+        fixtures.append({"module": "database", "settings": True})
+    if answers["cache"] != "none":
+        fixtures.append({"module": "cache", "settings": answers["cache"] == "redis"})
+    return [*fixtures, {"module": "auth", "settings": False}]
+
+
+def test_servers_for(answers: dict[str, Any]) -> list[str]:
+    """The variables naming the real servers the generated suite tests against when set."""
+    servers = []
+    if answers["database"] == "postgresql":
+        servers.append("TEST_POSTGRES_URL")
+    if answers["cache"] == "redis":
+        servers.append("TEST_REDIS_URL")
+    return servers
 
 
 class ContextUpdater(ContextHook):
@@ -138,3 +205,11 @@ class ContextUpdater(ContextHook):
         context["python_floor"] = context["python_version"].replace(".", "")
         context["ci_python_versions"] = ci_python_versions(context["python_version"])
         context["secret_key"] = secrets.token_urlsafe(48)
+        context["features"] = features_for(context)
+        context["settings_mixins"] = settings_mixins_for(context)
+        context["test_fixtures"] = test_fixtures_for(context)
+        context["test_servers"] = test_servers_for(context)
+        if context["database"] != "none":
+            context["default_database_url"] = DEFAULT_DATABASE_URLS[context["database"]].format(
+                slug=context["project_slug"], package=context["package_name"]
+            )

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from support import Variant, interpreter_for, run
 
+from harness import render
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_copier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
@@ -32,8 +34,8 @@ class Projects:
     is enough for the static checks aimed at its floor (ruff, mypy, deptry), not for its suite.
     """
 
-    def __init__(self, copie: object, mypy_caches: Path) -> None:
-        self._copie = copie
+    def __init__(self, workdir: Path, mypy_caches: Path) -> None:
+        self._workdir = workdir
         self._mypy_caches = mypy_caches
         self._rendered: dict[str, Path] = {}
         self._installed: set[str] = set()
@@ -48,9 +50,7 @@ class Projects:
 
     def rendered(self, variant: Variant) -> Path:
         if variant.id not in self._rendered:
-            result = self._copie.copy(extra_answers=dict(variant.answers))  # type: ignore[attr-defined]
-            assert result.exit_code == 0, f"{variant.id} failed to render: {result.exception!r}"
-            self._rendered[variant.id] = result.project_dir
+            self._rendered[variant.id] = render(self._workdir, variant.answers)
         return self._rendered[variant.id]
 
     def installed(self, variant: Variant) -> Path:
@@ -69,8 +69,8 @@ class Projects:
 
 
 @pytest.fixture(scope="session")
-def projects(copie_session: object, tmp_path_factory: pytest.TempPathFactory) -> Projects:
-    return Projects(copie_session, tmp_path_factory.mktemp("mypy-cache"))
+def projects(tmp_path_factory: pytest.TempPathFactory) -> Projects:
+    return Projects(tmp_path_factory.mktemp("renders"), tmp_path_factory.mktemp("mypy-cache"))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

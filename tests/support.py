@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import functools
-import os
 import re
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,7 +19,8 @@ import httpx
 import pytest
 import yaml
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent
+from harness import TEMPLATE_DIR, clean_env, free_port
+
 # `${{ ... }}` is a CI expression (GitHub Actions), not Jinja left behind.
 LEFTOVER_JINJA = re.compile(rb"(?<!\$)\{\{|\{%|\.jinja\b")
 
@@ -70,14 +69,6 @@ class Variant:
     def param(self) -> object:
         """A pytest parameter whose checks run on one xdist worker, sharing one render."""
         return pytest.param(self, id=self.id, marks=pytest.mark.xdist_group(self.id))
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment for commands run inside a rendered project."""
-    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV" and not k.startswith("APP_")}
-    env["UV_PYTHON_DOWNLOADS"] = "never"
-    env.update(extra)
-    return env
 
 
 @functools.cache
@@ -129,12 +120,6 @@ def project_files(project: Path) -> list[Path]:
         for path in project.rglob("*")
         if path.is_file() and not skip.intersection(path.relative_to(project).parts)
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServiceProcess:
@@ -230,26 +215,3 @@ class RedisServer:
         if self.process is not None:
             self.process.kill()
             self.process.wait()
-
-
-def seed_products(database: Path, count: int) -> None:
-    """Bulk rows straight into a service's SQLite file (the API would take minutes)."""
-    now = "2026-01-01 00:00:00.000000"
-    rows = (
-        (
-            f"Product {i}",
-            None,
-            1990 + i % 1000,
-            1 + i % 50,
-            f"AA-{i // 1000:04d}-{i % 1000:03d}",
-            now,
-            now,
-        )
-        for i in range(count)
-    )
-    with sqlite3.connect(database) as connection:
-        connection.executemany(
-            "INSERT INTO products (name, description, price, category_id, sku, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )

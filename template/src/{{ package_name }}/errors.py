@@ -5,13 +5,14 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any, ClassVar
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .middleware import REQUEST_ID_HEADER, current_request_id
+from .features import Feature
+from .request_context import REQUEST_ID_HEADER, current_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -110,21 +111,26 @@ def error_response(
     headers: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
+    """The envelope: every answer outside 2xx, from a handler or a middleware, is built here."""
     body = {"error": error, "detail": detail, "request_id": current_request_id(), **extra}
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
-async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+def app_error_response(exc: AppError) -> JSONResponse:
     return error_response(exc.status_code, exc.error_code, exc.detail, headers=exc.headers)
 
 
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
+    return app_error_response(exc)
+
+
+async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
     return error_response(
         exc.status_code, error_code_for(exc.status_code), str(exc.detail), headers=exc.headers
     )
 
 
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = [
         {
             "field": ".".join(str(part) for part in error["loc"]),
@@ -136,7 +142,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return error_response(422, "VALIDATION_ERROR", "Request validation failed", errors=errors)
 
 
-async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
+async def _unhandled_error(_request: Request, exc: Exception) -> JSONResponse:
     # Runs outside the request-context middleware, so the request id header is added here.
     logger.error("unhandled error", exc_info=exc)
     request_id = current_request_id()
@@ -148,8 +154,12 @@ async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def register_error_handlers(app: FastAPI) -> None:
-    app.exception_handler(AppError)(_app_error)
-    app.exception_handler(StarletteHTTPException)(_http_error)
-    app.exception_handler(RequestValidationError)(_validation_error)
-    app.exception_handler(Exception)(_unhandled_error)
+feature: Feature[object] = Feature(
+    name="errors",
+    exception_handlers={
+        AppError: _app_error,
+        StarletteHTTPException: _http_error,
+        RequestValidationError: _validation_error,
+        Exception: _unhandled_error,
+    },
+)

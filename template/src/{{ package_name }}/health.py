@@ -2,7 +2,6 @@
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from fastapi import APIRouter, Request
@@ -10,9 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from .errors import ErrorEnvelope, error_response
-
-HealthCheck = Callable[[], Awaitable[object]]
-"""Raises (or times out) when its dependency cannot serve; its return value is ignored."""
+from .features import Feature, HealthCheck, resources_of
 
 CHECK_TIMEOUT_SECONDS = 2.0
 TAG = {"name": "health", "description": "Liveness and readiness probes for orchestrators."}
@@ -56,7 +53,7 @@ async def live() -> Liveness:
     responses={503: {"model": Degraded, "description": "A dependency is unavailable"}},
 )
 async def ready(request: Request) -> Readiness | JSONResponse:
-    checks: dict[str, HealthCheck] = request.app.state.health_checks
+    checks = resources_of(request).checks
     # The checks touch independent resources, so they run concurrently.
     outcomes = await asyncio.gather(*(_outcome(name, check) for name, check in checks.items()))
     results = dict(zip(checks, outcomes, strict=True))
@@ -70,3 +67,6 @@ async def ready(request: Request) -> Readiness | JSONResponse:
             checks=results,
         )
     return Readiness(checks=results)
+
+
+feature: Feature[object] = Feature(name="health", routers=[router], tags=[TAG])

@@ -1,44 +1,18 @@
-"""Pure ASGI middleware: request ids and one access line per request; a cap on body size."""
+"""Pure ASGI middleware: request ids and one access line per request; CORS; a cap on body size."""
 
-import re
-import secrets
 import time
-from collections.abc import Callable
-from contextvars import ContextVar
 
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-REQUEST_ID_HEADER = b"x-request-id"
+from .errors import error_response
+from .features import Feature, Layer, Middleware
+from .logging import access_log
+from .request_context import REQUEST_ID_HEADER, AccessLog, request_id_from, request_id_var
+from .settings import CoreSettings
+
 CONTENT_LENGTH_HEADER = b"content-length"
-# A caller's id is kept only if it is a short, printable token; anything else is replaced.
-_SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
-
-request_id_var: ContextVar[str] = ContextVar("request_id", default="")
-
-AccessLog = Callable[[str, str, int, float], None]
-"""Writes one line for a served request: method, path, status, duration in milliseconds."""
-
-
-def current_request_id() -> str:
-    return request_id_var.get()
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    """The first value of header `name` (lowercase), or None."""
-    headers: list[tuple[bytes, bytes]] = scope["headers"]
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
-
-
-def _incoming_request_id(scope: Scope) -> str:
-    value = _header(scope, REQUEST_ID_HEADER)
-    if value is not None and _SANE_REQUEST_ID.fullmatch(value):
-        return value.decode("ascii")
-    return secrets.token_hex(16)
 
 
 class RequestContextMiddleware:
@@ -53,7 +27,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
 
-        request_id = _incoming_request_id(scope)
+        request_id = request_id_from(_header(scope, REQUEST_ID_HEADER))
         # Not reset afterwards: the server runs each request in its own task, so the value ends
         # with it, and the server's own error log for this request still carries the id.
         request_id_var.set(request_id)
@@ -91,7 +65,8 @@ class BodySizeLimitMiddleware:
         if declared is not None:
             # The server stops reading at Content-Length, so a body within it needs no counting.
             if declared > self.max_body_bytes:
-                await self._too_large()(scope, receive, send)
+                response = error_response(413, "PAYLOAD_TOO_LARGE", self._detail())
+                await response(scope, receive, send)
                 return
             await self.app(scope, receive, send)
             return
@@ -113,13 +88,14 @@ class BodySizeLimitMiddleware:
     def _detail(self) -> str:
         return f"Request body exceeds {self.max_body_bytes} bytes"
 
-    def _too_large(self) -> JSONResponse:
-        body = {
-            "error": "PAYLOAD_TOO_LARGE",
-            "detail": self._detail(),
-            "request_id": current_request_id(),
-        }
-        return JSONResponse(body, status_code=413)
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of header `name` (lowercase), or None."""
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -128,3 +104,36 @@ def _declared_length(scope: Scope) -> int | None:
         return None if value is None else int(value)
     except ValueError:
         return None
+
+
+def request_context(app: ASGIApp, settings: CoreSettings) -> ASGIApp:
+    return RequestContextMiddleware(app, log_access=access_log(settings))
+
+
+def cors(app: ASGIApp, settings: CoreSettings) -> ASGIApp:
+    if not settings.allowed_origins:
+        return app
+    return CORSMiddleware(
+        app,
+        allow_origins=settings.allowed_origins,
+        allow_credentials=True,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["X-Request-ID"],
+    )
+
+
+def body_size_limit(app: ASGIApp, settings: CoreSettings) -> ASGIApp:
+    return BodySizeLimitMiddleware(app, max_body_bytes=settings.max_body_bytes)
+
+
+feature: Feature[CoreSettings] = Feature(
+    name="middleware",
+    middleware=[
+        # Outermost of the three: every response, CORS ones included, gets a request id.
+        Middleware(Layer.REQUEST_CONTEXT, request_context),
+        Middleware(Layer.CORS, cors),
+        # Innermost: an oversized body is refused before any route reads it.
+        Middleware(Layer.BODY_LIMIT, body_size_limit),
+    ],
+)

@@ -6,9 +6,10 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
+from ..fields import MAX_ID
+
 # ASCII digits only: `\d` would match the digits of every script (Arabic-Indic, fullwidth...).
 SKU_PATTERN = r"^[A-Z]{2}-[0-9]{4}-[0-9]{3}$"
-MAX_ID = 2**31 - 1
 
 # PostgreSQL cannot store the NUL character in text: refused up front, whatever the backend.
 TEXT_PATTERN = r"^[^\x00]*$"

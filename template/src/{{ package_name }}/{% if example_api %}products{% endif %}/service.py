@@ -58,6 +58,10 @@ class ProductService:
     async def delete(self, product_id: int) -> None:
         await self._repository.delete(product_id)
 
+    async def commit(self) -> None:
+        """Make the changes so far durable now, not when the request ends."""
+        await self._repository.commit()
+
     async def stats(self) -> ProductStats:
         # Independent reads, each on its own session, so they may run concurrently.
         prices, per_category = await asyncio.gather(
@@ -81,4 +85,8 @@ class ProductService:
             yield csv_chunk(rows)
 
 
-ServiceDep = Annotated[ProductService, Depends()]
+async def get_product_service(repository: RepositoryDep) -> ProductService:
+    return ProductService(repository)
+
+
+ServiceDep = Annotated[ProductService, Depends(get_product_service)]

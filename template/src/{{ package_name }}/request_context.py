@@ -1,0 +1,26 @@
+"""The request being served: its id, readable from anywhere while it is handled."""
+
+import re
+import secrets
+from collections.abc import Callable
+from contextvars import ContextVar
+
+REQUEST_ID_HEADER = b"x-request-id"
+# A caller's id is kept only if it is a short, printable token; anything else is replaced.
+_SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+request_id_var: ContextVar[str] = ContextVar("request_id", default="")
+
+AccessLog = Callable[[str, str, int, float], None]
+"""Writes one line for a served request: method, path, status, duration in milliseconds."""
+
+
+def current_request_id() -> str:
+    return request_id_var.get()
+
+
+def request_id_from(header: bytes | None) -> str:
+    """The caller's id when it is a sane token, else a new one."""
+    if header is not None and _SANE_REQUEST_ID.fullmatch(header):
+        return header.decode("ascii")
+    return secrets.token_hex(16)

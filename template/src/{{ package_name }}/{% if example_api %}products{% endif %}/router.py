@@ -1,0 +1,120 @@
+"""HTTP routes of the products API."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+from fastapi.responses import StreamingResponse
+
+from ..fields import MAX_ID
+from ..openapi import BODY_ERROR_RESPONSES, error_response_doc
+from ..security import WRITE_RESPONSES, requires
+from .cache import ProductCacheDep
+from .repository import STORAGE_RESPONSES
+from .schemas import ProductCreate, ProductOut, ProductPage, ProductStats, ProductUpdate
+from .service import ServiceDep
+
+TAG = {"name": "products", "description": "The worked example: a product catalogue."}
+NOT_FOUND = error_response_doc(404, "No product with this id")
+CONFLICT = error_response_doc(409, "Another product has this sku")
+# Writes need the caller's permission when auth is on (a no-op dependency when it is off).
+CAN_WRITE = requires("products:write")
+
+router = APIRouter(prefix="/api/v1/products", tags=["products"], responses=STORAGE_RESPONSES)
+
+ProductId = Annotated[int, Path(ge=1, le=MAX_ID, description="The product's id")]
+
+
+@router.post(
+    "",
+    status_code=201,
+    responses={**BODY_ERROR_RESPONSES, **CONFLICT, **WRITE_RESPONSES},
+    summary="Create a product",
+    dependencies=[CAN_WRITE],
+)
+async def create_product(payload: ProductCreate, products: ServiceDep) -> ProductOut:
+    return await products.create(payload)
+
+
+@router.get("", summary="List products, oldest first")
+async def list_products(
+    products: ServiceDep,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    size: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> ProductPage:
+    return await products.page(page, size)
+
+
+@router.get(
+    "/export",
+    summary="Every product as CSV, streamed",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}, "description": "A CSV attachment"}},
+)
+async def export_products(products: ServiceDep) -> StreamingResponse:
+    # Once the 200 is sent, an outage could only cut the file short: it answers 503 instead.
+    await products.ensure_reachable()
+    return StreamingResponse(
+        products.export_csv(),
+        media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="products.csv"'},
+    )
+
+
+@router.get("/stats", summary="Price percentiles and products per category")
+async def product_stats(products: ServiceDep) -> ProductStats:
+    return await products.stats()
+
+
+@router.get(
+    "/{product_id}",
+    summary="Read a product",
+    response_model=ProductOut,
+    responses={
+        **NOT_FOUND,
+        200: {
+            "description": "The product",
+            "headers": {
+                "X-Cache": {
+                    "description": "HIT or MISS, with a cache",
+                    "schema": {"type": "string"},
+                },
+            },
+        },
+    },
+)
+async def read_product(
+    product_id: ProductId, products: ServiceDep, cache: ProductCacheDep
+) -> Response:
+    body, headers = await cache.read(product_id, products.get)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+@router.patch(
+    "/{product_id}",
+    summary="Change some fields of a product",
+    responses={**BODY_ERROR_RESPONSES, **NOT_FOUND, **CONFLICT, **WRITE_RESPONSES},
+    dependencies=[CAN_WRITE],
+)
+async def update_product(
+    product_id: ProductId, payload: ProductUpdate, products: ServiceDep, cache: ProductCacheDep
+) -> ProductOut:
+    product = await products.update(product_id, payload)
+    await products.commit()
+    await cache.invalidate(product_id)
+    return product
+
+
+@router.delete(
+    "/{product_id}",
+    status_code=204,
+    summary="Delete a product",
+    responses={**NOT_FOUND, **WRITE_RESPONSES},
+    dependencies=[CAN_WRITE],
+)
+async def delete_product(
+    product_id: ProductId, products: ServiceDep, cache: ProductCacheDep
+) -> Response:
+    await products.delete(product_id)
+    await products.commit()
+    await cache.invalidate(product_id)
+    return Response(status_code=204)
