@@ -18,12 +18,14 @@ Without a Docker engine these tests skip, saying why; with CI set, a missing eng
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import secrets
 import shutil
+import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,18 +149,40 @@ def images(
     cold again), so the engine's cache would grow by each run's layers. uv's download cache (a
     cache mount) stays: it keeps the next run's installs quick.
     """
-    cache_before = docker.build_cache()
-    built = Images(docker, projects, tmp_path_factory.mktemp("base-images"))
-    yield built
-    built.remove_all()
-    cache_after = docker.build_cache()
-    if cache_before is None or cache_after is None:
-        warnings.warn("the engine lists no build cache: the session's is left", stacklevel=1)
-        return
-    left = {id_ for id_, kind in cache_after.items() if kind != "exec.cachemount"}
-    refused = docker.prune_build_cache(left - set(cache_before))
-    if refused:
-        warnings.warn(f"the session's build cache is left: {refused}", stacklevel=1)
+    with sessions_on_the_engine() as last_one_out:
+        cache_before = docker.build_cache()
+        built = Images(docker, projects, tmp_path_factory.mktemp("base-images"))
+        yield built
+        built.remove_all()
+        # Another session's builds may still need the cache: the last one out prunes.
+        if not last_one_out():
+            return
+        cache_after = docker.build_cache()
+        if cache_before is None or cache_after is None:
+            warnings.warn("the engine lists no build cache: the session's is left", stacklevel=1)
+            return
+        left = {id_ for id_, kind in cache_after.items() if kind != "exec.cachemount"}
+        refused = docker.prune_build_cache(left - set(cache_before))
+        if refused:
+            warnings.warn(f"the session's build cache is left: {refused}", stacklevel=1)
+
+
+@contextmanager
+def sessions_on_the_engine() -> Iterator[Callable[[], bool]]:
+    """Held (shared) by every test session that builds on this machine's engine, xdist workers
+    and other checkouts included; yields a check: is this session the only one left?"""
+    path = Path(tempfile.gettempdir()) / "copier-fastapi-service-container-tests.lock"
+    with path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+
+        def last_one_out() -> bool:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+        yield last_one_out
 
 
 def require_servers(variant: Variant) -> dict[str, str]:
@@ -251,7 +275,7 @@ def kubernetes_spec(
         options.append("--read-only")
     options += [arg for cap in security["capabilities"]["drop"] for arg in ("--cap-drop", cap)]
     if security.get("allowPrivilegeEscalation") is False:
-        options += ["--security-opt", "no-new-privileges:true"]
+        options += ["--security-opt", "no-new-privileges=true"]
     pod_volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
     for mount in container.get("volumeMounts", []):
         source = pod_volumes[mount["name"]]
