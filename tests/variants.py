@@ -26,6 +26,7 @@ PAIRWISE_QUESTIONS = (
     "http_client",
     "metrics",
     "docs",
+    "rate_limit",
     "deployment",
     "ci",
 )
@@ -36,11 +37,12 @@ SHORT_NAMES: dict[str, dict[object, str]] = {
     "database": {"none": "nodb", "sqlite": "sqlite", "postgresql": "pg"},
     "cache": {"none": "nocache", "memory": "memcache", "redis": "redis"},
     "logging": {"structlog": "structlog", "stdlib": "stdlib"},
-    "auth": {"none": "noauth", "jwt": "jwt"},
+    "auth": {"none": "noauth", "jwt": "jwt", "oidc": "oidc"},
     "example_api": {True: "api", False: "noapi"},
     "http_client": {True: "http", False: "nohttp"},
     "metrics": {True: "metrics", False: "nometrics"},
     "docs": {"cdn": "cdn", "self_hosted": "selfdocs"},
+    "rate_limit": {True: "ratelimit", False: "noratelimit"},
     "deployment": {"none": "nodeploy", "docker": "docker", "kubernetes": "k8s"},
     "ci": {"github": "gh", "gitlab": "gitlab", "none": "noci"},
 }
