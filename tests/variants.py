@@ -54,6 +54,8 @@ STDLIB_LOGGING = Variant("stdlib-logging", {"logging": "stdlib"})
 POSTGRES_MEMORY = Variant("postgresql-memory", {"database": "postgresql", "cache": "memory"})
 SQLITE_REDIS = Variant("sqlite-redis", {"database": "sqlite", "cache": "redis"})
 METRICS = Variant("metrics", {"metrics": True})
+# The rate limit's runtime test starts it with two workers sharing Redis.
+RATE_LIMIT = Variant("rate-limit", {"rate_limit": True, "database": "none", "cache": "none"})
 # With auth, so the offline Swagger UI has an Authorize button to show.
 SELF_HOSTED_DOCS = Variant("self-hosted-docs", {"docs": "self_hosted", "auth": "jwt"})
 MINIMAL = Variant(
@@ -91,6 +93,7 @@ PRESETS = [
     POSTGRES_MEMORY,
     SQLITE_REDIS,
     METRICS,
+    RATE_LIMIT,
     SELF_HOSTED_DOCS,
 ]
 
