@@ -155,10 +155,15 @@ def dependencies_for(answers: dict[str, Any]) -> list[str]:
         deps += [*DATABASE_DEPENDENCIES, DATABASE_DRIVERS[answers["database"]]]
     elif answers["example_api"]:
         deps.append("anyio>=4.6")
-    if answers["cache"] == "redis":
+    if answers["cache"] == "redis" or answers["rate_limit"]:
         deps.append("redis>=5.2")
     if answers["auth"] == "jwt":
         deps.append("pyjwt>=2.10")
+    if answers["auth"] == "oidc":
+        # The provider's keys are fetched with httpx, never with PyJWT's blocking client.
+        deps += ["httpx>=0.27", "pyjwt[crypto]>=2.10"]
+    if answers["rate_limit"]:
+        deps.append("limits>=5.0")
     if answers["http_client"]:
         deps.append("httpx>=0.27")
     if answers["metrics"]:
@@ -178,6 +183,9 @@ def dev_dependencies_for(answers: dict[str, Any]) -> list[str]:
     if answers["example_api"]:
         # tests/test_api_fuzz.py: the API checked against its own OpenAPI schema.
         deps.append("schemathesis>=4.3")
+    if answers["auth"] == "oidc":
+        # tests/fixtures/auth.py: the keys of a local identity provider.
+        deps.append("cryptography>=43")
     return sorted(deps)
 
 
@@ -228,6 +236,7 @@ ANSWERS_USED = {
     "http_client",
     "metrics",
     "docs",
+    "rate_limit",
     "project_slug",
     "package_name",
 }
@@ -269,6 +278,8 @@ def features_for(answers: dict[str, Any]) -> list[str]:
         features.append("http_client")
     if answers["metrics"]:
         features.append("metrics")
+    if answers["rate_limit"]:
+        features.append("rate_limit")
     return [*features, "health", "docs"]
 
 
@@ -283,8 +294,12 @@ def settings_mixins_for(answers: dict[str, Any]) -> list[dict[str, str]]:
         mixins.append({"module": "redis_cache", "settings": "RedisSettings"})
     if answers["auth"] == "jwt":
         mixins.append({"module": "security", "settings": "JwtSettings"})
+    if answers["auth"] == "oidc":
+        mixins.append({"module": "security", "settings": "OidcSettings"})
     if answers["http_client"]:
         mixins.append({"module": "http_client", "settings": "HttpClientSettings"})
+    if answers["rate_limit"]:
+        mixins.append({"module": "rate_limit", "settings": "RateLimitSettings"})
     return [*mixins, {"module": "settings", "settings": "CoreSettings"}]
 
 
@@ -293,9 +308,15 @@ def fixture_modules_for(answers: dict[str, Any]) -> list[dict[str, Any]]:
     fixtures = []
     if answers["database"] != "none":
         fixtures.append({"module": "database", "settings": True})
+    if answers["cache"] == "redis" or answers["rate_limit"]:
+        # APP_REDIS_URL, shared by the cache and the rate limit.
+        fixtures.append({"module": "redis", "settings": True})
     if answers["cache"] != "none":
         fixtures.append({"module": "cache", "settings": answers["cache"] == "redis"})
-    return [*fixtures, {"module": "auth", "settings": False}]
+    if answers["rate_limit"]:
+        fixtures.append({"module": "rate_limit", "settings": True})
+    # With OpenID Connect the app under test trusts a local identity provider.
+    return [*fixtures, {"module": "auth", "settings": answers["auth"] == "oidc"}]
 
 
 def server_variables_for(answers: dict[str, Any]) -> list[str]:
@@ -303,7 +324,7 @@ def server_variables_for(answers: dict[str, Any]) -> list[str]:
     servers = []
     if answers["database"] == "postgresql":
         servers.append("TEST_POSTGRES_URL")
-    if answers["cache"] == "redis":
+    if answers["cache"] == "redis" or answers["rate_limit"]:
         servers.append("TEST_REDIS_URL")
     return servers
 

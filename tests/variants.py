@@ -26,6 +26,7 @@ PAIRWISE_QUESTIONS = (
     "http_client",
     "metrics",
     "docs",
+    "rate_limit",
     "deployment",
     "ci",
 )
@@ -36,11 +37,12 @@ SHORT_NAMES: dict[str, dict[object, str]] = {
     "database": {"none": "nodb", "sqlite": "sqlite", "postgresql": "pg"},
     "cache": {"none": "nocache", "memory": "memcache", "redis": "redis"},
     "logging": {"structlog": "structlog", "stdlib": "stdlib"},
-    "auth": {"none": "noauth", "jwt": "jwt"},
+    "auth": {"none": "noauth", "jwt": "jwt", "oidc": "oidc"},
     "example_api": {True: "api", False: "noapi"},
     "http_client": {True: "http", False: "nohttp"},
     "metrics": {True: "metrics", False: "nometrics"},
     "docs": {"cdn": "cdn", "self_hosted": "selfdocs"},
+    "rate_limit": {True: "ratelimit", False: "noratelimit"},
     "deployment": {"none": "nodeploy", "docker": "docker", "kubernetes": "k8s"},
     "ci": {"github": "gh", "gitlab": "gitlab", "none": "noci"},
 }
@@ -52,6 +54,8 @@ STDLIB_LOGGING = Variant("stdlib-logging", {"logging": "stdlib"})
 POSTGRES_MEMORY = Variant("postgresql-memory", {"database": "postgresql", "cache": "memory"})
 SQLITE_REDIS = Variant("sqlite-redis", {"database": "sqlite", "cache": "redis"})
 METRICS = Variant("metrics", {"metrics": True})
+# The rate limit's runtime test starts it with two workers sharing Redis.
+RATE_LIMIT = Variant("rate-limit", {"rate_limit": True, "database": "none", "cache": "none"})
 # With auth, so the offline Swagger UI has an Authorize button to show.
 SELF_HOSTED_DOCS = Variant("self-hosted-docs", {"docs": "self_hosted", "auth": "jwt"})
 MINIMAL = Variant(
@@ -89,6 +93,7 @@ PRESETS = [
     POSTGRES_MEMORY,
     SQLITE_REDIS,
     METRICS,
+    RATE_LIMIT,
     SELF_HOSTED_DOCS,
 ]
 
