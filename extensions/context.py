@@ -136,6 +136,17 @@ BASE_DEPENDENCIES = [
 ]
 DATABASE_DEPENDENCIES = ["alembic>=1.14", "anyio>=4.6", "sqlalchemy[asyncio]>=2.0.36"]
 DATABASE_DRIVERS = {"sqlite": "aiosqlite>=0.20", "postgresql": "asyncpg>=0.30"}
+# Tracing: the SDK and its OTLP/HTTP exporter, the request spans' ASGI middleware, and the
+# instrumentation of each library the service uses (tracing.py switches on those installed).
+TRACING_DEPENDENCIES = [
+    "opentelemetry-api>=1.45",
+    "opentelemetry-exporter-otlp-proto-http>=1.45",
+    "opentelemetry-instrumentation-asgi>=0.66b1",
+    "opentelemetry-sdk>=1.45",
+    "opentelemetry-semantic-conventions>=0.66b1",
+    "opentelemetry-util-http>=0.66b1",
+    "packaging>=24",
+]
 DEV_DEPENDENCIES = [
     "deptry>=0.20",
     "httpx>=0.27",
@@ -168,6 +179,14 @@ def dependencies_for(answers: dict[str, Any]) -> list[str]:
         deps.append("httpx>=0.27")
     if answers["metrics"]:
         deps += ["anyio>=4.6", "prometheus-client>=0.21"]
+    if answers["tracing"]:
+        deps += TRACING_DEPENDENCIES
+        if answers["database"] != "none":
+            deps.append("opentelemetry-instrumentation-sqlalchemy>=0.66b1")
+        if answers["cache"] == "redis":
+            deps.append("opentelemetry-instrumentation-redis>=0.66b1")
+        if answers["http_client"]:
+            deps.append("opentelemetry-instrumentation-httpx>=0.66b1")
     if answers["docs"] == "self_hosted":
         # docs.py serves the Swagger UI and ReDoc files that this package ships.
         deps.append("fastapi-offline>=1.7.7,<2")
@@ -235,6 +254,7 @@ ANSWERS_USED = {
     "auth",
     "http_client",
     "metrics",
+    "tracing",
     "docs",
     "rate_limit",
     "project_slug",
@@ -266,6 +286,9 @@ def features_for(answers: dict[str, Any]) -> list[str]:
     each middleware's own `Layer`, not this list's.
     """
     features = ["logging", "middleware", "errors"]
+    if answers["tracing"]:
+        # Before every resource: the libraries are instrumented before the clients are made.
+        features.append("tracing")
     if answers["database"] != "none":
         features.append("db")
     if answers["cache"] != "none":
@@ -315,6 +338,8 @@ def fixture_modules_for(answers: dict[str, Any]) -> list[dict[str, Any]]:
         fixtures.append({"module": "cache", "settings": answers["cache"] == "redis"})
     if answers["rate_limit"]:
         fixtures.append({"module": "rate_limit", "settings": True})
+    if answers["tracing"]:
+        fixtures.append({"module": "tracing", "settings": False})
     # With OpenID Connect the app under test trusts a local identity provider.
     return [*fixtures, {"module": "auth", "settings": answers["auth"] == "oidc"}]
 

@@ -25,6 +25,7 @@ PAIRWISE_QUESTIONS = (
     "example_api",
     "http_client",
     "metrics",
+    "tracing",
     "docs",
     "rate_limit",
     "deployment",
@@ -41,6 +42,7 @@ SHORT_NAMES: dict[str, dict[object, str]] = {
     "example_api": {True: "api", False: "noapi"},
     "http_client": {True: "http", False: "nohttp"},
     "metrics": {True: "metrics", False: "nometrics"},
+    "tracing": {True: "tracing", False: "notracing"},
     "docs": {"cdn": "cdn", "self_hosted": "selfdocs"},
     "rate_limit": {True: "ratelimit", False: "noratelimit"},
     "deployment": {"none": "nodeploy", "docker": "docker", "kubernetes": "k8s"},
@@ -56,6 +58,7 @@ SQLITE_REDIS = Variant("sqlite-redis", {"database": "sqlite", "cache": "redis"})
 METRICS = Variant("metrics", {"metrics": True})
 # The rate limit's runtime test starts it with two workers sharing Redis.
 RATE_LIMIT = Variant("rate-limit", {"rate_limit": True, "database": "none", "cache": "none"})
+TRACING = Variant("tracing", {"tracing": True})
 # With auth, so the offline Swagger UI has an Authorize button to show.
 SELF_HOSTED_DOCS = Variant("self-hosted-docs", {"docs": "self_hosted", "auth": "jwt"})
 MINIMAL = Variant(
@@ -80,6 +83,7 @@ FULL = Variant(
         "example_api": True,
         "http_client": True,
         "metrics": True,
+        "tracing": True,
         "docs": "self_hosted",
         "deployment": "kubernetes",
         "ci": "github",
@@ -94,6 +98,7 @@ PRESETS = [
     SQLITE_REDIS,
     METRICS,
     RATE_LIMIT,
+    TRACING,
     SELF_HOSTED_DOCS,
 ]
 
