@@ -84,10 +84,18 @@ def dependencies_for(answers: dict[str, Any]) -> list[str]:
         deps.append("httpx>=0.27")
     if answers["metrics"]:
         deps += ["anyio>=4.6", "prometheus-client>=0.21"]
+    if jobs_on(answers):
+        # SAQ runs the jobs on Redis; the service opens the Redis client itself (timeouts).
+        deps += ["redis>=5.2", "saq[redis]>=0.26"]
     if answers["docs"] == "self_hosted":
         # docs.py serves the Swagger UI and ReDoc files that this package ships.
         deps.append("fastapi-offline>=1.7.7,<2")
     return sorted(set(deps))
+
+
+def jobs_on(answers: dict[str, Any]) -> bool:
+    """`jobs` is asked only with the example API and a database; skipped, it is off."""
+    return bool(answers.get("jobs")) and answers["example_api"] and answers["database"] != "none"
 
 
 def dev_dependencies_for(answers: dict[str, Any]) -> list[str]:
@@ -154,6 +162,8 @@ def features_for(answers: dict[str, Any]) -> list[str]:
         features.append("http_client")
     if answers["metrics"]:
         features.append("metrics")
+    if jobs_on(answers):
+        features.append("jobs")
     return [*features, "health", "docs"]
 
 
@@ -170,6 +180,8 @@ def settings_mixins_for(answers: dict[str, Any]) -> list[dict[str, str]]:
         mixins.append({"module": "security", "settings": "JwtSettings"})
     if answers["http_client"]:
         mixins.append({"module": "http_client", "settings": "HttpClientSettings"})
+    if jobs_on(answers):
+        mixins.append({"module": "jobs", "settings": "JobsSettings"})
     return [*mixins, {"module": "settings", "settings": "CoreSettings"}]
 
 
@@ -180,6 +192,8 @@ def test_fixtures_for(answers: dict[str, Any]) -> list[dict[str, Any]]:
         fixtures.append({"module": "database", "settings": True})
     if answers["cache"] != "none":
         fixtures.append({"module": "cache", "settings": answers["cache"] == "redis"})
+    if jobs_on(answers):
+        fixtures.append({"module": "jobs", "settings": True})
     return [*fixtures, {"module": "auth", "settings": False}]
 
 
@@ -188,7 +202,7 @@ def test_servers_for(answers: dict[str, Any]) -> list[str]:
     servers = []
     if answers["database"] == "postgresql":
         servers.append("TEST_POSTGRES_URL")
-    if answers["cache"] == "redis":
+    if answers["cache"] == "redis" or jobs_on(answers):
         servers.append("TEST_REDIS_URL")
     return servers
 
@@ -209,6 +223,7 @@ class ContextUpdater(ContextHook):
         context["settings_mixins"] = settings_mixins_for(context)
         context["test_fixtures"] = test_fixtures_for(context)
         context["test_servers"] = test_servers_for(context)
+        context["jobs"] = jobs_on(context)
         if context["database"] != "none":
             context["default_database_url"] = DEFAULT_DATABASE_URLS[context["database"]].format(
                 slug=context["project_slug"], package=context["package_name"]
