@@ -76,6 +76,11 @@ class Consumer:
 
     async def stop(self) -> None:
         """No new jobs; running ones finish within the grace period or are queued again."""
+        # SAQ's stop waits for all of its tasks, its periodic ones (which sleep up to 10 s
+        # between rounds) included: those are stopped here, so that only jobs are waited for.
+        for task in self.worker.tasks:
+            if task.get_name() != "process":
+                task.cancel()
         self.worker.event.set()
         if self._task is not None:
             await self._task

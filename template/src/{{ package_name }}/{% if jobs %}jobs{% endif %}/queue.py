@@ -19,6 +19,8 @@ from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 from saq import Job as QueuedJob
 from saq.queue.redis import RedisQueue
@@ -41,21 +43,25 @@ BROKER_TIMEOUT_SECONDS = 2.0
 FAILED_ERROR = "The job failed; the service's logs have the details under its request id"
 
 
-@dataclass(frozen=True)
+@dataclass
 class JobRun:
     """One attempt at a job, as its handler sees it."""
 
     id: uuid.UUID
     payload: str
     attempt: int
-    # Where the last attempt's committed work ended, and what it had found so far.
+    # Where the committed work ends (the last attempt's, at first), and what it found so far.
     checkpoint: int
     progress: dict[str, Any] | None
     store: JobStore
 
     async def save(self, session: AsyncSession, checkpoint: int, progress: Any) -> None:
-        """Record the step's progress in the session that holds the step's work."""
+        """Record a step's progress in the transaction of the step's work.
+
+        If that transaction does not commit, the attempt must end (its error does that).
+        """
         await self.store.save_progress(session, self.id, self.checkpoint, checkpoint, progress)
+        self.checkpoint, self.progress = checkpoint, progress
 
 
 JobHandler = Callable[[JobRun], Awaitable[dict[str, Any]]]
@@ -185,6 +191,8 @@ class BrokerDelivery:
             socket_connect_timeout=BROKER_TIMEOUT_SECONDS,
             socket_keepalive=True,
             health_check_interval=30,
+            # While Redis is down, a worker's calls back off instead of spinning.
+            retry=Retry(ExponentialBackoff(cap=5, base=0.5), retries=3),
         )
         self.queue = RedisQueue(self._redis, name=settings.jobs_queue)
         self._settings = settings
@@ -219,7 +227,11 @@ class BrokerDelivery:
         await asyncio.wait_for(ping, BROKER_TIMEOUT_SECONDS)
 
     async def close(self) -> None:
-        await self.queue.disconnect()
+        try:
+            await self.queue.disconnect()
+        except (OSError, RedisError) as exc:  # the broker is gone: nothing left to tell it
+            logger.warning("could not disconnect from the broker cleanly: %r", exc)
+            await self._redis.aclose()
 
 
 JOBS = ResourceKey[Jobs]("jobs")
