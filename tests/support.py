@@ -58,7 +58,7 @@ class Variant:
         names = []
         if self.answers.get("database") == "postgresql":
             names.append("TEST_POSTGRES_URL")
-        if self.answers.get("cache") == "redis":
+        if self.answers.get("cache") == "redis" or self.answers.get("jobs") is True:
             names.append("TEST_REDIS_URL")
         return names
 
