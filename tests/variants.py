@@ -48,6 +48,7 @@ SHORT_NAMES: dict[str, dict[object, str]] = {
     "ci": {"github": "gh", "gitlab": "gitlab", "none": "noci"},
 }
 
+
 def possible(answers: Mapping[str, object]) -> bool:
     """Whether copier.yml allows these answers (some or all): `jobs` needs the products API and
     a database, so it is never asked without them."""
