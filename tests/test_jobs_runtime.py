@@ -189,25 +189,26 @@ def test_a_worker_killed_mid_import_leaves_the_job_to_the_next_one(
         at_kill = product_count(service)
         assert at_kill < 20_000, "the import ended before the worker could be killed"
         with worker(projects, tmp_path, env, "second") as second:
+            live_after = time.monotonic() - killed_at
             taken_over_after = 0.0
-            while time.monotonic() - killed_at < 60 and not taken_over_after:
-                if product_count(service) > at_kill or job_state(url)["status"] != "running":
+            while time.monotonic() - killed_at < 120 and not taken_over_after:
+                if "attempt 2" in second.output:
                     taken_over_after = time.monotonic() - killed_at
                 time.sleep(0.05)
             state = wait_until_finished(url)
             finished_after = time.monotonic() - killed_at
             total = product_count(service)
-        second_log = second.output
     print(
-        f"\nSIGKILL with {at_kill} of 20,000 rows committed; the next worker went on after "
-        f"{taken_over_after:.1f} s (bound {TAKEOVER_BOUND_SECONDS} s with these settings) and "
-        f"finished {finished_after:.1f} s after the kill; rows: {total}"
+        f"\nSIGKILL with {at_kill} of 20,000 rows committed; the next worker was live "
+        f"{live_after:.1f} s after the kill, took the job over after {taken_over_after:.1f} s "
+        f"(bound: heartbeat 3 s + sweep 2 s + 5 s from the later of the kill and its start) and "
+        f"finished it {finished_after:.1f} s after the kill; rows: {total}"
     )
-    assert 0 < taken_over_after <= TAKEOVER_BOUND_SECONDS + 3
+    # The bound, with room for a loaded machine: the job is the next worker's once it is stuck.
+    assert 0 < taken_over_after <= max(3, live_after) + 2 + 5 + 10
     assert state["status"] == "succeeded", state
     assert state["result"] == {"created": 20_000, "skipped": 0, "invalid": 0, "errors": []}
     assert total == 20_000
-    assert "attempt 2" in second_log
 
 
 def test_a_worker_stopped_mid_import_finishes_or_requeues_and_loses_nothing(

@@ -10,9 +10,10 @@ Either way the job's state lives in the database (models.py), and a job may run 
 """
 
 import asyncio
+import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
@@ -30,6 +31,7 @@ from ..db import DATABASE, UNAVAILABLE_ERRORS
 from ..errors import ServiceUnavailableError
 from ..features import ResourceKey, Resources, resources_of
 from ..request_context import current_request_id, request_id_var
+from ..settings import Environment
 from .models import Job
 from .settings import JobsSettings
 from .store import JobStore, SupersededError
@@ -82,7 +84,7 @@ class Jobs:
     async def register(self, kind: str, handler: JobHandler) -> None:
         """Name the handler of `kind`; run in this process, its unfinished jobs start again."""
         self._handlers[kind] = handler
-        await self.delivery.resume(list(await self.store.unfinished(kind)))
+        await self.delivery.resume(functools.partial(self.store.unfinished, kind))
 
     async def submit(self, kind: str, payload: str) -> Job:
         """Store the job, queued, then hand it over; answers 503 when the broker is down."""
@@ -162,7 +164,18 @@ class InProcessDelivery:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def resume(self, job_ids: list[uuid.UUID]) -> None:
+    async def resume(self, unfinished: Callable[[], Awaitable[Sequence[uuid.UUID]]]) -> None:
+        """Run again, in the background, the jobs that a stopped process left unfinished."""
+        task = asyncio.create_task(self._resume(unfinished), name="resume jobs")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _resume(self, unfinished: Callable[[], Awaitable[Sequence[uuid.UUID]]]) -> None:
+        try:
+            job_ids = await unfinished()
+        except UNAVAILABLE_ERRORS as exc:
+            logger.warning("could not look for unfinished jobs: %r", exc)
+            return
         for job_id in job_ids:
             await self.deliver(job_id)
 
@@ -218,7 +231,7 @@ class BrokerDelivery:
             logger.warning("could not queue job %s: %r", job_id, exc)
             raise BrokerUnavailableError() from exc
 
-    async def resume(self, _job_ids: list[uuid.UUID]) -> None:
+    async def resume(self, _unfinished: Callable[[], Awaitable[Sequence[uuid.UUID]]]) -> None:
         """Nothing to do: the queue in Redis outlives every process."""
 
     async def ping(self) -> None:
@@ -240,6 +253,10 @@ JOBS = ResourceKey[Jobs]("jobs")
 @asynccontextmanager
 async def jobs_lifespan(settings: JobsSettings, resources: Resources) -> AsyncIterator[None]:
     url = settings.jobs_broker_url
+    if url is None and settings.environment in (Environment.STAGING, Environment.PRODUCTION):
+        raise RuntimeError(
+            "APP_JOBS_BROKER_URL is required in staging and production: jobs run in workers there"
+        )
     broker = None if url is None else BrokerDelivery(url, settings)
     if broker is not None:
         await broker.connect()
