@@ -390,6 +390,8 @@ def test_compose_collector_receives_otlp_http_where_the_service_sends_it(
     assert app["depends_on"]["otel-collector"] == {"condition": "service_started"}
     graceful = int(app["environment"]["APP_GRACEFUL_TIMEOUT"])
     assert int(app["stop_grace_period"].rstrip("s")) > 2 * graceful
+
+
 @with_docker
 def test_compose_runs_the_worker_beside_the_api_on_a_queue_that_keeps_its_jobs(
     projects: Projects, variant: Variant
