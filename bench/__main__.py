@@ -25,12 +25,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from harness import free_port, seed_products
+
 from . import products
 from .load import LoadGenerator
 from .project import PACKAGE, Project, clean_env, render
 from .report import MIB, Report, Row, missing_row, ratio_row
 from .rounds import Contender, Ratio, Runs, alternate
-from .server import Server, free_port
+from .server import Server
 
 BENCH_DIR = Path(__file__).resolve().parent
 TEMPLATE_DIR = BENCH_DIR.parent
@@ -376,7 +378,8 @@ class Bench:
             with self.generated("export", default, "export") as server:
                 products.create_product(server)
             for rows in sorted(self.profile.export_rows):
-                products.seed_rows(database, rows)
+                url = products.sqlite_url(default.example_setting("APP_DATABASE_URL"), database)
+                seed_products(default.path, PACKAGE, rows, url)
                 with self.generated(f"export {rows:,} rows", default, "export") as server:
                     measured = products.export_memory(server, rows)
                 self.report.exports.append(measured)

@@ -8,9 +8,7 @@ The contract they rely on: `POST /api/v1/products` (201, the product with its `i
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +27,6 @@ PRODUCT = {
     "category_id": 1,
     "sku": "BE-0000-001",
 }
-SEEDED_SKU = "printf('BX-%04d-%03d', n / 1000, n % 1000)"
 
 
 def routes(server: Server) -> set[str]:
@@ -72,52 +69,6 @@ def warm_cache(server: Server, product_id: str) -> str:
         if response.status_code != 200:
             raise RuntimeError(f"GET {url} answered {response.status_code}: {response.text}")
     return response.headers.get("x-cache", "")
-
-
-def _products_table(db: sqlite3.Connection) -> tuple[str, list[tuple[str, str, bool]]]:
-    """The table holding products (the one with a `sku` column): its name and columns."""
-    tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    for table in tables:
-        columns = [
-            (str(name), str(kind).upper(), bool(pk))
-            for _, name, kind, _, _, pk in db.execute(f'PRAGMA table_info("{table}")')
-        ]
-        if any(name == "sku" for name, _, _ in columns):
-            return table, columns
-    raise RuntimeError(f"no table with a sku column among {tables}")
-
-
-def seed_rows(database: Path, total: int) -> None:
-    """Copies the product written by `create_product` until the table holds `total` rows.
-
-    Bulk SQL straight into the SQLite file (the server is stopped): a million rows in seconds.
-    Copies keep every column of the template row but a fresh key, name and sku.
-    """
-    with closing(sqlite3.connect(database)) as db, db:
-        db.execute("PRAGMA synchronous = OFF")
-        table, columns = _products_table(db)
-        (count,) = db.execute(f'SELECT count(*) FROM "{table}"').fetchone()
-        if count >= total:
-            return
-        names, values = [], []
-        for name, kind, primary_key in columns:
-            if primary_key and "INT" in kind:
-                continue  # SQLite assigns the next rowid
-            names.append(f'"{name}"')
-            if primary_key:
-                values.append("lower(hex(randomblob(16)))")
-            elif name == "sku":
-                values.append(SEEDED_SKU)
-            elif name == "name":
-                values.append("t.name || ' ' || n")
-            else:
-                values.append(f't."{name}"')
-        db.execute(
-            f'INSERT INTO "{table}" ({", ".join(names)}) '
-            "WITH RECURSIVE seq(n) AS (SELECT ? UNION ALL SELECT n + 1 FROM seq WHERE n < ?) "
-            f'SELECT {", ".join(values)} FROM seq, (SELECT * FROM "{table}" WHERE sku = ?) AS t',
-            (count, total - 1, PRODUCT["sku"]),
-        )
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -11,15 +10,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import harness
+from harness import clean_env
+
 PACKAGE = "my_service"
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment for commands inside a render: no APP_* leaking in, no Python download."""
-    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV" and not k.startswith("APP_")}
-    env["UV_PYTHON_DOWNLOADS"] = "never"
-    env.update(extra)
-    return env
 
 
 def _uv() -> str:
@@ -69,13 +63,13 @@ class Project:
         return (self.path / relative).is_file()
 
     def example_setting(self, name: str) -> str | None:
-        """The value that `.env.example` documents for `name`, if the render has that setting."""
+        """The value that `.env.example` documents for `name` (commented out or not), if any."""
         example = self.path / ".env.example"
         if not example.is_file():
             return None
         for line in example.read_text().splitlines():
-            key, sep, value = line.partition("=")
-            if sep and key.strip() == name:
+            key, sep, value = line.removeprefix("#").strip().partition("=")
+            if sep and key == name:
                 return value.strip()
         return None
 
@@ -101,35 +95,9 @@ class Project:
 
 def render(template: Path, workdir: Path, variant: str, answers: Mapping[str, str]) -> Project:
     """Renders the template's working tree (uncommitted changes included) and installs it."""
-    settings = workdir / "copier-settings.yml"
-    if not settings.exists():
-        settings.write_text("{}\n")
-    destination = workdir / variant
-    data = [arg for key, value in answers.items() for arg in ("--data", f"{key}={value}")]
+    started = time.perf_counter()
+    destination = harness.render(workdir / variant, answers, template=template)
     project = Project(variant, answers, destination)
-    project.render_seconds = _timed(
-        [
-            sys.executable,
-            "-m",
-            "copier",
-            "copy",
-            "--quiet",
-            "--trust",
-            "--defaults",
-            "--vcs-ref",
-            "HEAD",
-            *data,
-            template,
-            destination,
-        ],
-        cwd=workdir,
-        env=clean_env(
-            COPIER_SETTINGS_PATH=str(settings),
-            GIT_AUTHOR_NAME="Bench",
-            GIT_AUTHOR_EMAIL="bench@example.com",
-            GIT_COMMITTER_NAME="Bench",
-            GIT_COMMITTER_EMAIL="bench@example.com",
-        ),
-    )
+    project.render_seconds = time.perf_counter() - started
     project.install_seconds = _timed([_uv(), "sync", "--quiet"], destination, clean_env())
     return project

@@ -7,6 +7,9 @@ import re
 import secrets
 import subprocess
 import sys
+import unicodedata
+from email.errors import MessageError
+from email.headerregistry import Address
 from typing import Any
 
 from copier_template_extensions import ContextHook
@@ -25,27 +28,103 @@ def git_config(key: str, fallback: str = "") -> str:
     return result.stdout.strip() or fallback
 
 
+# Kubernetes object names (`<slug>-migrate`) and PostgreSQL identifiers (the database and its
+# user are named after the package) stop at 63 characters.
+NAME_MAX_LENGTH = 50
+
+# Latin letters that Unicode does not decompose into a base letter and an accent.
+TRANSLITERATIONS = str.maketrans(
+    {
+        "ß": "ss",
+        "ẞ": "ss",
+        "æ": "ae",
+        "Æ": "ae",
+        "œ": "oe",
+        "Œ": "oe",
+        "ø": "o",
+        "Ø": "o",
+        "ł": "l",
+        "Ł": "l",
+        "đ": "d",
+        "Đ": "d",
+        "ð": "d",
+        "Ð": "d",
+        "þ": "th",
+        "Þ": "th",
+        "\u0131": "i",  # dotless i
+    }
+)
+
+
 def slugify(text: str) -> str:
-    """`My Billing API!` -> `my-billing-api`."""
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    """`Ünïcode Billing — API v2!` -> `unicode-billing-api-v2`, at most NAME_MAX_LENGTH long.
+
+    Accented letters keep their base letter (NFKD, then the accents dropped); other scripts are
+    left out. A library (python-slugify) would have to be installed beside the user's copier;
+    this runs on what copier has.
+    """
+    decomposed = unicodedata.normalize("NFKD", text.translate(TRANSLITERATIONS))
+    ascii_text = decomposed.encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
     if slug and not slug[0].isalpha():
         slug = f"service-{slug}"
+    if len(slug) > NAME_MAX_LENGTH:
+        # Cut at the last dash that keeps it short enough, so that no word is cut in half.
+        cut = slug[: NAME_MAX_LENGTH + 1].rfind("-")
+        slug = slug[: cut if cut > 0 else NAME_MAX_LENGTH].rstrip("-")
     return slug or "service"
+
+
+TOML_ESCAPES = {
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+    '"': '\\"',
+    "\\": "\\\\",
+}
+TOML_MUST_ESCAPE = re.compile(r'["\\\x00-\x1f\x7f]')
+
+
+def toml_string(value: str) -> str:
+    """`value` as a TOML basic string: UTF-8 as it is; quotes, backslashes, controls escaped."""
+    escaped = TOML_MUST_ESCAPE.sub(
+        lambda match: TOML_ESCAPES.get(match[0], f"\\u{ord(match[0]):04X}"), value
+    )
+    return f'"{escaped}"'
+
+
+def is_one_line(text: str) -> bool:
+    """Whether `text` has no line break nor other control character (a tab, a CR, U+2028...).
+
+    Such a character breaks the package metadata (`Summary:`, `Author-email:` are header lines)
+    or the README heading.
+    """
+    return not any(unicodedata.category(char) in {"Cc", "Zl", "Zp"} for char in text)
+
+
+def has_ascii_local_part(address: str) -> bool:
+    """Whether the part before the last @ is ASCII: package metadata cannot carry any other."""
+    return address.rpartition("@")[0].isascii()
+
+
+def is_package_email(address: str) -> bool:
+    """Whether Python package metadata takes `address` as it is.
+
+    Build backends (hatchling) read `project.authors` with the standard library's parser, which
+    refuses what RFC 5322 does (`a..b@x.com`, quotes, commas) and drops comments (`a(b)@x.com`).
+    """
+    try:
+        parsed = Address(addr_spec=address)
+    except (ValueError, IndexError, MessageError):
+        return False
+    return parsed.addr_spec == address
 
 
 def is_reserved_name(name: str) -> bool:
     """A package name that would shadow a keyword or a standard library module."""
     return keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in sys.stdlib_module_names
-
-
-class GitConfigExtension(Extension):
-    """Filters used by the questions' defaults and validators."""
-
-    def __init__(self, environment: Environment) -> None:
-        super().__init__(environment)
-        environment.filters["git_config"] = git_config
-        environment.filters["slugify"] = slugify
-        environment.filters["is_reserved_name"] = is_reserved_name
 
 
 BASE_DEPENDENCIES = [
@@ -87,10 +166,15 @@ def dependencies_for(answers: dict[str, Any]) -> list[str]:
         deps += [*DATABASE_DEPENDENCIES, DATABASE_DRIVERS[answers["database"]]]
     elif answers["example_api"]:
         deps.append("anyio>=4.6")
-    if answers["cache"] == "redis":
+    if answers["cache"] == "redis" or answers["rate_limit"]:
         deps.append("redis>=5.2")
     if answers["auth"] == "jwt":
         deps.append("pyjwt>=2.10")
+    if answers["auth"] == "oidc":
+        # The provider's keys are fetched with httpx, never with PyJWT's blocking client.
+        deps += ["httpx>=0.27", "pyjwt[crypto]>=2.10"]
+    if answers["rate_limit"]:
+        deps.append("limits>=5.0")
     if answers["http_client"]:
         deps.append("httpx>=0.27")
     if answers["metrics"]:
@@ -103,10 +187,18 @@ def dependencies_for(answers: dict[str, Any]) -> list[str]:
             deps.append("opentelemetry-instrumentation-redis>=0.66b1")
         if answers["http_client"]:
             deps.append("opentelemetry-instrumentation-httpx>=0.66b1")
+    if jobs_on(answers):
+        # SAQ runs the jobs on Redis; the service opens the Redis client itself (timeouts).
+        deps += ["redis>=5.2", "saq[redis]>=0.26"]
     if answers["docs"] == "self_hosted":
         # docs.py serves the Swagger UI and ReDoc files that this package ships.
         deps.append("fastapi-offline>=1.7.7,<2")
     return sorted(set(deps))
+
+
+def jobs_on(answers: dict[str, Any]) -> bool:
+    """`jobs` is asked only with the example API and a database; skipped, it is off."""
+    return bool(answers.get("jobs")) and answers["example_api"] and answers["database"] != "none"
 
 
 def dev_dependencies_for(answers: dict[str, Any]) -> list[str]:
@@ -118,7 +210,46 @@ def dev_dependencies_for(answers: dict[str, Any]) -> list[str]:
     if answers["example_api"]:
         # tests/test_api_fuzz.py: the API checked against its own OpenAPI schema.
         deps.append("schemathesis>=4.3")
+    if answers["auth"] == "oidc":
+        # tests/fixtures/auth.py: the keys of a local identity provider.
+        deps.append("cryptography>=43")
     return sorted(deps)
+
+
+# Top-level modules that a generated project's environment can hold: those of every dependency
+# the functions above can declare, of what they pull in, and of the dev tools. A package named
+# like one of them is shadowed by it (`python -m fastapi` runs FastAPI's command line) or breaks
+# it. tests/test_answers.py holds this set to what the fullest variant installs.
+INSTALLED_MODULES = frozenset(
+    {
+        # The service's dependencies and theirs.
+        "aiosqlite", "alembic", "annotated_doc", "annotated_types", "anyio", "asyncpg", "certifi",
+        "click", "dotenv", "fastapi", "fastapi_offline", "greenlet", "h11", "httpcore",
+        "httptools", "httpx", "idna", "jwt", "mako", "markupsafe", "orjson", "prometheus_client",
+        "pydantic", "pydantic_core", "pydantic_settings", "redis", "sqlalchemy", "starlette",
+        "structlog", "typing_extensions", "typing_inspection", "uvicorn", "uvloop", "watchfiles",
+        "websockets", "yaml", "_yaml",
+        # The dev tools and theirs.
+        "ast_serialize", "charset_normalizer", "deptry", "graphql", "harfile", "hypothesis",
+        "hypothesis_graphql", "iniconfig", "jsonschema_rs", "librt", "markdown_it", "mdurl",
+        "mypy", "mypy_extensions", "mypyc", "opentelemetry", "packaging", "pathspec", "pluggy",
+        "py", "pygments", "pyrate_limiter", "pytest", "pytest_asyncio", "requests",
+        "requirements", "rich", "ruff", "schemathesis", "sortedcontainers", "tomli", "urllib3",
+        "werkzeug", "_hypothesis_ftz_detector", "_hypothesis_globals", "_hypothesis_pytestplugin",
+        "_pytest",
+        # Modules the template is adding (jobs, rate limiting, OpenID Connect; tracing's
+        # opentelemetry is above): refused now, so that no service generated today has to
+        # rename its package on `copier update`.
+        "cryptography", "limits", "taskiq",
+        # The project's own test package and pytest's per-folder plugins.
+        "conftest", "tests",
+    }
+)  # fmt: skip
+
+
+def shadows_installed_module(name: str) -> bool:
+    """A package name that an installed module, or the project's tests, already use."""
+    return name in INSTALLED_MODULES
 
 
 # The answers that the derived values read.
@@ -133,6 +264,7 @@ ANSWERS_USED = {
     "metrics",
     "tracing",
     "docs",
+    "rate_limit",
     "project_slug",
     "package_name",
 }
@@ -177,6 +309,10 @@ def features_for(answers: dict[str, Any]) -> list[str]:
         features.append("http_client")
     if answers["metrics"]:
         features.append("metrics")
+    if answers["rate_limit"]:
+        features.append("rate_limit")
+    if jobs_on(answers):
+        features.append("jobs")
     return [*features, "health", "docs"]
 
 
@@ -191,31 +327,60 @@ def settings_mixins_for(answers: dict[str, Any]) -> list[dict[str, str]]:
         mixins.append({"module": "redis_cache", "settings": "RedisSettings"})
     if answers["auth"] == "jwt":
         mixins.append({"module": "security", "settings": "JwtSettings"})
+    if answers["auth"] == "oidc":
+        mixins.append({"module": "security", "settings": "OidcSettings"})
     if answers["http_client"]:
         mixins.append({"module": "http_client", "settings": "HttpClientSettings"})
+    if answers["rate_limit"]:
+        mixins.append({"module": "rate_limit", "settings": "RateLimitSettings"})
+    if jobs_on(answers):
+        mixins.append({"module": "jobs", "settings": "JobsSettings"})
     return [*mixins, {"module": "settings", "settings": "CoreSettings"}]
 
 
-def test_fixtures_for(answers: dict[str, Any]) -> list[dict[str, Any]]:
-    """The generated tests/fixtures/ modules; `settings`: it gives settings to the app under test."""
+def fixture_modules_for(answers: dict[str, Any]) -> list[dict[str, Any]]:
+    """The generated tests/fixtures/ modules; `settings`: it gives the app settings under test."""
     fixtures = []
     if answers["database"] != "none":
         fixtures.append({"module": "database", "settings": True})
+    if answers["cache"] == "redis" or answers["rate_limit"]:
+        # APP_REDIS_URL, shared by the cache and the rate limit.
+        fixtures.append({"module": "redis", "settings": True})
     if answers["cache"] != "none":
         fixtures.append({"module": "cache", "settings": answers["cache"] == "redis"})
+    if answers["rate_limit"]:
+        fixtures.append({"module": "rate_limit", "settings": True})
     if answers["tracing"]:
         fixtures.append({"module": "tracing", "settings": False})
-    return [*fixtures, {"module": "auth", "settings": False}]
+    if jobs_on(answers):
+        fixtures.append({"module": "jobs", "settings": True})
+    # With OpenID Connect the app under test trusts a local identity provider.
+    return [*fixtures, {"module": "auth", "settings": answers["auth"] == "oidc"}]
 
 
-def test_servers_for(answers: dict[str, Any]) -> list[str]:
+def server_variables_for(answers: dict[str, Any]) -> list[str]:
     """The variables naming the real servers the generated suite tests against when set."""
     servers = []
     if answers["database"] == "postgresql":
         servers.append("TEST_POSTGRES_URL")
-    if answers["cache"] == "redis":
+    if answers["cache"] == "redis" or answers["rate_limit"] or jobs_on(answers):
         servers.append("TEST_REDIS_URL")
     return servers
+
+
+class GitConfigExtension(Extension):
+    """Filters used by the questions' defaults and validators."""
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        environment.filters["git_config"] = git_config
+        environment.filters["slugify"] = slugify
+        environment.filters["toml_string"] = toml_string
+        environment.filters["is_one_line"] = is_one_line
+        environment.filters["has_ascii_local_part"] = has_ascii_local_part
+        environment.filters["is_package_email"] = is_package_email
+        environment.filters["is_reserved_name"] = is_reserved_name
+        environment.filters["shadows_installed_module"] = shadows_installed_module
 
 
 class ContextUpdater(ContextHook):
@@ -232,8 +397,9 @@ class ContextUpdater(ContextHook):
         context["secret_key"] = secrets.token_urlsafe(48)
         context["features"] = features_for(context)
         context["settings_mixins"] = settings_mixins_for(context)
-        context["test_fixtures"] = test_fixtures_for(context)
-        context["test_servers"] = test_servers_for(context)
+        context["test_fixtures"] = fixture_modules_for(context)
+        context["test_servers"] = server_variables_for(context)
+        context["jobs"] = jobs_on(context)
         if context["database"] != "none":
             context["default_database_url"] = DEFAULT_DATABASE_URLS[context["database"]].format(
                 slug=context["project_slug"], package=context["package_name"]

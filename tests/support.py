@@ -8,7 +8,6 @@ import re
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,7 +20,8 @@ import httpx
 import pytest
 import yaml
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent
+from harness import TEMPLATE_DIR, clean_env, free_port
+
 # `${{ ... }}` is a CI expression (GitHub Actions), not Jinja left behind.
 LEFTOVER_JINJA = re.compile(rb"(?<!\$)\{\{|\{%|\.jinja\b")
 
@@ -58,7 +58,8 @@ class Variant:
         names = []
         if self.answers.get("database") == "postgresql":
             names.append("TEST_POSTGRES_URL")
-        if self.answers.get("cache") == "redis":
+        redis_users = (self.answers.get(q) for q in ("rate_limit", "jobs"))
+        if self.answers.get("cache") == "redis" or any(v is True for v in redis_users):
             names.append("TEST_REDIS_URL")
         return names
 
@@ -72,22 +73,49 @@ class Variant:
         return pytest.param(self, id=self.id, marks=pytest.mark.xdist_group(self.id))
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment for commands run inside a rendered project."""
-    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV" and not k.startswith("APP_")}
-    env["UV_PYTHON_DOWNLOADS"] = "never"
-    env.update(extra)
-    return env
+# A Python that this machine does not have may come from a Debian root (`.ci/python313`); the
+# project's commands then run inside that root.
+DEBIAN_ROOT_SCRIPT = TEMPLATE_DIR / ".ci" / "python313"
+DEBIAN_ROOT_PYTHON = "3.13"
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """The Python that a rendered project is installed with, and where its commands run.
+
+    `root` is the folder of a Debian root built by `.ci/python313`: commands run inside it, with
+    the project and the `shared` folders bind-mounted at their own paths.
+    """
+
+    python: str
+    root: Path | None = None
+
+    @property
+    def where(self) -> str:
+        return "here" if self.root is None else "in a Debian 13 root (chroot)"
+
+    def run(
+        self,
+        command: Sequence[str | Path],
+        cwd: Path,
+        shared: Sequence[Path] = (),
+        timeout: float = 600,
+    ) -> subprocess.CompletedProcess[str]:
+        if self.root is None:
+            return run(command, cwd, timeout=timeout)
+        inside = [DEBIAN_ROOT_SCRIPT, "run", cwd, *shared, "--", *command]
+        return run(inside, cwd, timeout=timeout, TEST_PYTHON313_ROOT=str(self.root))
 
 
 @functools.cache
-def interpreter_for(floor: str) -> str | None:
-    """An interpreter that satisfies a project's Python floor: this one, else any uv finds here.
+def interpreter_for(floor: str) -> Interpreter | None:
+    """An interpreter for a project's Python floor: this one, any uv finds here, or a Debian root's.
 
-    uv never downloads one (`UV_PYTHON_DOWNLOADS=never`): None when none is installed.
+    uv never downloads one (`UV_PYTHON_DOWNLOADS=never`). The Debian root serves the floor of its
+    own version only: a project is tested on its floor wherever it can be. None when none is here.
     """
     if sys.version_info[:2] >= tuple(int(part) for part in floor.split(".")):
-        return sys.executable
+        return Interpreter(sys.executable)
     found = subprocess.run(
         ["uv", "python", "find", f">={floor}"],
         env=clean_env(),
@@ -96,7 +124,43 @@ def interpreter_for(floor: str) -> str | None:
         timeout=60,
         check=False,
     )
-    return found.stdout.strip() if found.returncode == 0 and found.stdout.strip() else None
+    if found.returncode == 0 and found.stdout.strip():
+        return Interpreter(found.stdout.strip())
+    if floor == DEBIAN_ROOT_PYTHON:
+        return debian_root_interpreter()
+    return None
+
+
+def debian_root_interpreter() -> Interpreter | None:
+    """Debian 13's Python 3.13 in the root `.ci/python313 build` made, if it is usable here.
+
+    `.ci/run` builds it and sets `TEST_PYTHON313_ROOT`: then an unusable root fails the run.
+    """
+    status = subprocess.run(
+        [DEBIAN_ROOT_SCRIPT, "status"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if status.returncode == 0:
+        return Interpreter(f"/usr/bin/python{DEBIAN_ROOT_PYTHON}", Path(status.stdout.strip()))
+    if os.environ.get("TEST_PYTHON313_ROOT"):
+        pytest.fail(f"TEST_PYTHON313_ROOT is set, but {status.stdout.strip()}", pytrace=False)
+    return None
+
+
+def missing_interpreter_reason(floor: str) -> str:
+    """Why a project of this floor gets no suite here, and where its suite runs instead."""
+    if floor == DEBIAN_ROOT_PYTHON:
+        reason = f"no Python {floor} here, and no Debian 13 root (`.ci/python313 build` makes one)"
+    else:
+        reason = (
+            f"no Python {floor} or newer on this machine, and uv may not download one (the "
+            f"Debian 13 root serves the projects whose floor is {DEBIAN_ROOT_PYTHON} only)"
+        )
+    return f"{reason}; the template's CI runs this suite on Python {floor}"
 
 
 def run(
@@ -129,12 +193,6 @@ def project_files(project: Path) -> list[Path]:
         for path in project.rglob("*")
         if path.is_file() and not skip.intersection(path.relative_to(project).parts)
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServiceProcess:
@@ -230,26 +288,3 @@ class RedisServer:
         if self.process is not None:
             self.process.kill()
             self.process.wait()
-
-
-def seed_products(database: Path, count: int) -> None:
-    """Bulk rows straight into a service's SQLite file (the API would take minutes)."""
-    now = "2026-01-01 00:00:00.000000"
-    rows = (
-        (
-            f"Product {i}",
-            None,
-            1990 + i % 1000,
-            1 + i % 50,
-            f"AA-{i // 1000:04d}-{i % 1000:03d}",
-            now,
-            now,
-        )
-        for i in range(count)
-    )
-    with sqlite3.connect(database) as connection:
-        connection.executemany(
-            "INSERT INTO products (name, description, price, category_id, sku, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )

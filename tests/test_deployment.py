@@ -26,9 +26,10 @@ YAMLLINT_CONFIG = (
 )
 
 
-def deployment_variant(deployment: str, database: str, cache: str) -> Variant:
-    answers = {"deployment": deployment, "database": database, "cache": cache}
-    return Variant(f"deploy-{deployment}-{database}-{cache}", answers)
+def deployment_variant(deployment: str, database: str, cache: str, jobs: bool = False) -> Variant:
+    answers = {"deployment": deployment, "database": database, "cache": cache, "jobs": jobs}
+    name = f"deploy-{deployment}-{database}-{cache}" + ("-jobs" if jobs else "")
+    return Variant(name, answers)
 
 
 # The database and whether Redis runs are the answers that change the Docker files.
@@ -36,11 +37,13 @@ DOCKER = [
     deployment_variant("docker", database, cache)
     for database in ("none", "sqlite", "postgresql")
     for cache in ("memory", "redis")
-]
+] + [deployment_variant("docker", "sqlite", "memory", jobs=True)]
 KUBERNETES = [
     deployment_variant("kubernetes", "none", "none"),
     deployment_variant("kubernetes", "sqlite", "memory"),
     deployment_variant("kubernetes", "postgresql", "redis"),
+    deployment_variant("kubernetes", "sqlite", "memory", jobs=True),
+    deployment_variant("kubernetes", "postgresql", "none", jobs=True),
     Variant("deploy-kubernetes-stdlib-logging", {"deployment": "kubernetes", "logging": "stdlib"}),
     Variant("deploy-kubernetes-tracing", {"deployment": "kubernetes", "tracing": True}),
 ]
@@ -59,7 +62,13 @@ with_tracing = pytest.mark.parametrize("variant", [v.param() for v in TRACING])
 
 
 def answer(variant: Variant, question: str) -> object:
-    defaults = {"database": "sqlite", "cache": "memory", "logging": "structlog", "tracing": False}
+    defaults = {
+        "database": "sqlite",
+        "cache": "memory",
+        "logging": "structlog",
+        "tracing": False,
+        "jobs": False,
+    }
     return variant.answers.get(question, defaults.get(question))
 
 
@@ -165,6 +174,7 @@ def test_compose_starts_backing_services_healthy_and_migrated_first(
     expected |= {"postgres"} if database == "postgresql" else set()
     expected |= {"redis"} if cache == "redis" else set()
     expected |= {"otel-collector"} if answer(variant, "tracing") else set()
+    expected |= {"worker", "broker"} if answer(variant, "jobs") else set()
     assert set(services) == expected
 
     environment = services["app"]["environment"]
@@ -178,7 +188,7 @@ def test_compose_starts_backing_services_healthy_and_migrated_first(
         assert environment["APP_DATABASE_URL"].startswith("sqlite+aiosqlite:////data/")
 
     depends_on = services["app"].get("depends_on", {})
-    for backing in expected & {"postgres", "redis"}:
+    for backing in expected & {"postgres", "redis", "broker"}:
         assert services[backing]["healthcheck"]["test"]
         assert depends_on[backing] == {"condition": "service_healthy"}
     if database != "none":
@@ -380,3 +390,58 @@ def test_compose_collector_receives_otlp_http_where_the_service_sends_it(
     assert app["depends_on"]["otel-collector"] == {"condition": "service_started"}
     graceful = int(app["environment"]["APP_GRACEFUL_TIMEOUT"])
     assert int(app["stop_grace_period"].rstrip("s")) > 2 * graceful
+
+
+@with_docker
+def test_compose_runs_the_worker_beside_the_api_on_a_queue_that_keeps_its_jobs(
+    projects: Projects, variant: Variant
+) -> None:
+    services = load(projects.rendered(variant) / "compose.yaml")["services"]
+    if not answer(variant, "jobs"):
+        assert "worker" not in services
+        assert "APP_JOBS_BROKER_URL" not in services["app"]["environment"]
+        return
+    worker, app = services["worker"], services["app"]
+    assert worker["command"] == ["python", "-m", variant.package + ".worker"]
+    assert worker["environment"] == app["environment"]
+    assert app["environment"]["APP_JOBS_BROKER_URL"] == "redis://broker:6379/0"
+    assert worker["depends_on"]["broker"] == {"condition": "service_healthy"}
+    if answer(variant, "database") != "none":
+        assert worker["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+    assert "/health/live" in " ".join(worker["healthcheck"]["test"])
+    shutdown = int(app["environment"]["APP_JOBS_SHUTDOWN_SECONDS"])
+    assert int(worker["stop_grace_period"].rstrip("s")) > shutdown
+    broker = services["broker"]["command"]
+    assert "noeviction" in broker
+    assert "--appendonly yes" in broker
+
+
+@with_kubernetes
+def test_the_worker_has_its_own_pods_probes_and_time_to_finish_its_jobs(
+    projects: Projects, variant: Variant
+) -> None:
+    base = kubernetes_dir(projects.rendered(variant)) / "base"
+    path = base / "worker-deployment.yaml"
+    assert path.exists() == bool(answer(variant, "jobs"))
+    if not path.exists():
+        return
+    worker = load(path)
+    pod = worker["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    config = load(base / "configmap.yaml")["data"]
+    secret = load(base / "secret.example.yaml")["stringData"]
+
+    assert worker["metadata"]["name"] != load(base / "deployment.yaml")["metadata"]["name"]
+    assert container["command"] == ["python", "-m", variant.package + ".worker"]
+    [port] = container["ports"]
+    assert str(port["containerPort"]) == config["APP_JOBS_WORKER_PORT"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "health"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "health"}
+    assert pod["terminationGracePeriodSeconds"] > int(config["APP_JOBS_SHUTDOWN_SECONDS"])
+    assert "APP_JOBS_BROKER_URL" in secret
+    if answer(variant, "database") == "sqlite":
+        assert worker["spec"]["replicas"] == 1
+        affinity = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert affinity[0]["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "api"
+    else:
+        assert worker["spec"]["replicas"] >= 2

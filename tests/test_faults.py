@@ -26,8 +26,10 @@ from uuid import uuid4
 import httpx
 import pytest
 from conftest import Projects
-from support import RedisServer, ServiceProcess, free_port, run, seed_products
+from support import RedisServer, ServiceProcess, run
 from variants import DEFAULT, POSTGRES_MEMORY, SQLITE_REDIS
+
+from harness import free_port, seed_products
 
 PRODUCT = {"name": "Kettle", "price": "19.90", "category_id": 1, "sku": "KT-2048-001"}
 ENVELOPE = {"error", "detail", "request_id"}
@@ -424,7 +426,7 @@ def test_sigterm_mid_burst_finishes_every_accepted_request_then_exits_0(
         PYTHONWARNINGS="default::ResourceWarning",
     )
     service.wait_until_live()  # started: the migrations made the table
-    seed_products(database, EXPORT_ROWS)
+    seed_products(project, DEFAULT.package, EXPORT_ROWS, f"sqlite+aiosqlite:///{database}")
     burst = asyncio.run(export_burst_then_sigterm(service))
     output = service.output
 

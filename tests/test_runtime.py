@@ -11,8 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import Projects
-from support import ServiceProcess, run, seed_products
+from support import ServiceProcess, run
 from variants import DEFAULT, SQLITE_REDIS
+
+from harness import seed_products
 
 PRODUCT = {"name": "Kettle", "price": "19.90", "category_id": 1, "sku": "KT-2048-001"}
 
@@ -63,7 +65,7 @@ def test_export_streams_with_memory_flat_in_the_row_count(
         log = tmp_path / f"export-{count}.log"
         with ServiceProcess(project, DEFAULT.package, log, APP_DATABASE_URL=url):
             pass  # the first start applies the migrations
-        seed_products(database, count)
+        seed_products(project, DEFAULT.package, count, url)
         service = ServiceProcess(
             project,
             DEFAULT.package,

@@ -20,6 +20,8 @@ import yaml
 from support import TEMPLATE_DIR, clean_env, project_files, run
 from variants import FULL
 
+from harness import render
+
 PACKAGE = "my_service"
 SOURCE = f"src/{PACKAGE}"
 CONFLICT_MARKER = re.compile(r"^(<<<<<<<|>>>>>>>)( |$)", re.MULTILINE)
@@ -54,17 +56,8 @@ class TemplateRepository:
         git(self.path, "tag", version)
 
 
-def render(template: TemplateRepository, project: Path, version: str, **answers: object) -> Path:
-    copier.run_copy(
-        str(template.path),
-        project,
-        data=answers,
-        vcs_ref=version,
-        defaults=True,
-        unsafe=True,
-        quiet=True,
-    )
-    return project
+def render_at(template: TemplateRepository, workdir: Path, version: str, **answers: object) -> Path:
+    return render(workdir, answers, template=template.path, vcs_ref=version)
 
 
 def commit_all(project: Path, message: str) -> None:
@@ -121,7 +114,7 @@ async def test_probes_are_never_cached(app: FastAPI, client: AsyncClient) -> Non
         raise ConnectionError("refused")
 
     healthy = [await client.get(path) for path in ("/health/live", "/health/ready")]
-    app.state.health_checks["queue"] = broken
+    app_resources(app).add_check("queue", broken)
     degraded = await client.get("/health/ready")
     assert [r.headers["cache-control"] for r in [*healthy, degraded]] == ["no-store"] * 3
 """
@@ -142,7 +135,7 @@ def improved_template(tmp_path_factory: pytest.TempPathFactory) -> TemplateRepos
         '            status="degraded",\n',
         '            headers=NO_STORE,\n            status="degraded",\n',
     )
-    with (template.path / "template/tests/test_health.py").open("a") as tests:
+    with (template.path / "template/tests/test_health.py.jinja").open("a") as tests:
         tests.write(PROBES_TEST)
     template.replace(
         "template/src/{{ package_name }}/config.py.jinja",
@@ -153,11 +146,13 @@ def improved_template(tmp_path_factory: pytest.TempPathFactory) -> TemplateRepos
     return template
 
 
-# The user's own work on the generated service: a new route, wired in, with its test, and a
-# setting whose default they changed.
+# The user's own work on the generated service: a feature of their own, wired in with its line,
+# with its test, and a setting whose default they changed.
 VERSION_ROUTE = '''"""The deployed build, for whoever is on call."""
 
 from fastapi import APIRouter
+
+from .features import Feature
 
 router = APIRouter(tags=["meta"])
 
@@ -165,6 +160,9 @@ router = APIRouter(tags=["meta"])
 @router.get("/version")
 async def version() -> dict[str, str]:
     return {"version": "2024.11.1"}
+
+
+feature: Feature[object] = Feature(name="version", routers=[router])
 '''
 
 VERSION_TEST = f"""from httpx import AsyncClient
@@ -182,27 +180,30 @@ def test_graceful_timeout_defaults_to_thirty_seconds() -> None:
 """
 
 
+def replace_once(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, f"{path.name} no longer has exactly one {old!r}"
+    path.write_text(text.replace(old, new))
+
+
 def make_user_edits(project: Path) -> None:
     (project / SOURCE / "version.py").write_text(VERSION_ROUTE)
     (project / "tests" / "test_version.py").write_text(VERSION_TEST)
     main = project / SOURCE / "main.py"
-    lines = main.read_text().splitlines(keepends=True)
-    last_import = max(i for i, line in enumerate(lines) if line.startswith("from ."))
-    lines.insert(last_import + 1, "from .version import router as version_router\n")
-    wiring = "".join(lines).replace(
-        "    return app\n", "    app.include_router(version_router)\n    return app\n"
+    imports = "from .openapi import openapi_options\n"
+    replace_once(main, imports, f"{imports}from .version import feature as version\n")
+    replace_once(main, "    *domains.DOMAINS,\n", "    version,\n    *domains.DOMAINS,\n")
+    replace_once(
+        project / SOURCE / "settings.py", "default=10, ge=0, le=300", "default=30, ge=0, le=300"
     )
-    main.write_text(wiring)
-    config = project / SOURCE / "config.py"
-    old = "graceful_timeout: int = Field(default=10,"
-    assert old in config.read_text()
-    config.write_text(config.read_text().replace(old, "graceful_timeout: int = Field(default=30,"))
+    # The generated suite holds .env.example to the defaults: it changes with them.
+    replace_once(project / ".env.example", "# APP_GRACEFUL_TIMEOUT=10", "# APP_GRACEFUL_TIMEOUT=30")
 
 
 def test_update_brings_template_improvement_and_keeps_user_edits(
     improved_template: TemplateRepository, tmp_path: Path
 ) -> None:
-    project = render(improved_template, tmp_path / "service", "0.1.0")
+    project = render_at(improved_template, tmp_path / "service", "0.1.0")
     commit_all(project, "Generated from the template")
     make_user_edits(project)
     commit_all(project, "Add /version; longer graceful shutdown")
@@ -213,14 +214,14 @@ def test_update_brings_template_improvement_and_keeps_user_edits(
     assert merge_leftovers(project) == []
     source = project / SOURCE
     assert (source / "version.py").read_text() == VERSION_ROUTE
-    assert "app.include_router(version_router)" in (source / "main.py").read_text()
-    assert "default=30," in line_with(source / "config.py", "graceful_timeout")
+    assert "    version,\n" in (source / "main.py").read_text()
+    assert "default=30," in line_with(source / "settings.py", "default=30")
     assert "env_file_encoding" in line_with(source / "config.py", "env_file=")
     assert "_never_cached" in (source / "health.py").read_text()
     report = [
         "user edits preserved:",
-        f"  {SOURCE}/config.py: {line_with(source / 'config.py', 'graceful_timeout')}",
-        f"  {SOURCE}/main.py: {line_with(source / 'main.py', 'version_router)')}",
+        f"  {SOURCE}/settings.py: {line_with(source / 'settings.py', 'default=30')}",
+        f"  {SOURCE}/main.py: {line_with(source / 'main.py', 'version,')}",
         f"  {SOURCE}/version.py: unchanged, {len(VERSION_ROUTE.splitlines())} lines",
         "template change applied:",
         f"  {SOURCE}/health.py: {line_with(source / 'health.py', 'router = APIRouter')}",
@@ -243,7 +244,7 @@ def test_update_brings_template_improvement_and_keeps_user_edits(
 def test_edit_of_a_line_the_template_changed_shows_both_sides(
     improved_template: TemplateRepository, tmp_path: Path
 ) -> None:
-    project = render(improved_template, tmp_path / "service", "0.1.0")
+    project = render_at(improved_template, tmp_path / "service", "0.1.0")
     commit_all(project, "Generated from the template")
     config = project / SOURCE / "config.py"
     config.write_text(config.read_text().replace('env_file=".env",', 'env_file=".env.local",'))
@@ -290,14 +291,14 @@ def test_switching_a_module_off_leaves_what_a_fresh_render_has(
     off: object,
     files_gone: list[str],
 ) -> None:
-    project = render(improved_template, tmp_path / "service", "0.1.0", **{question: on})
+    project = render_at(improved_template, tmp_path / "service", "0.1.0", **{question: on})
     commit_all(project, "Generated from the template")
     before = contents(project)
     assert set(files_gone) <= set(before)
 
     update(project, "0.2.0", **{question: off})
 
-    fresh = contents(render(improved_template, tmp_path / "fresh", "0.2.0", **{question: off}))
+    fresh = contents(render_at(improved_template, tmp_path / "fresh", "0.2.0", **{question: off}))
     after = contents(project)
     assert answers_of(project)[question] == off
     assert sorted(set(before) - set(after)) == sorted(set(before) - set(fresh))
@@ -353,7 +354,7 @@ def test_renamed_question_keeps_its_answer_through_a_migration(
     renaming_template: TemplateRepository, tmp_path: Path
 ) -> None:
     email = "ops-team@example.org"
-    project = render(renaming_template, tmp_path / "service", "0.1.0", author_email=email)
+    project = render_at(renaming_template, tmp_path / "service", "0.1.0", author_email=email)
     commit_all(project, "Generated from the template")
 
     update(project, "0.2.0")
@@ -377,7 +378,7 @@ def env_secret(project: Path) -> str:
 def test_answers_file_never_holds_a_secret_and_update_keeps_env(
     improved_template: TemplateRepository, tmp_path: Path
 ) -> None:
-    project = render(improved_template, tmp_path / "service", "0.1.0", **FULL.answers)
+    project = render_at(improved_template, tmp_path / "service", "0.1.0", **FULL.answers)
     commit_all(project, "Generated from the template")
     secret = env_secret(project)
     assert len(secret) >= 32
@@ -410,7 +411,7 @@ def check_update(project: Path, *flags: str) -> subprocess.CompletedProcess[str]
 def test_check_update_reports_a_newer_template_version(
     improved_template: TemplateRepository, tmp_path: Path
 ) -> None:
-    project = render(improved_template, tmp_path / "service", "0.1.0")
+    project = render_at(improved_template, tmp_path / "service", "0.1.0")
     commit_all(project, "Generated from the template")
 
     behind = check_update(project, "--output-format", "json")
@@ -425,3 +426,76 @@ def test_check_update_reports_a_newer_template_version(
     commit_all(project, "Update from the template")
     current = check_update(project, "--output-format", "json")
     assert json.loads(current.stdout)["update_available"] is False
+
+
+# The last commit of the flat layout, before features became modules on a typed root (0.1.0).
+FLAT_LAYOUT = "a8fcaee"
+OLD_VERSION_WIRING = "    app.include_router(version_router)\n    return app\n"
+
+
+def test_update_from_the_flat_layout_shows_what_merges_and_what_conflicts(
+    tmp_path: Path,
+) -> None:
+    """A project generated before the composition redesign, with a user's route wired into the
+    old main.py and a changed default in the old config.py, updated to the new layout."""
+    template = tmp_path / "template"
+    template.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(TEMPLATE_DIR), "archive", FLAT_LAYOUT],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        pytest.skip(f"this clone lacks commit {FLAT_LAYOUT} of the flat layout (shallow clone?)")
+    subprocess.run(["tar", "-x", "-C", str(template)], input=archive.stdout, check=True)
+    git(template, "init", "--quiet")
+    git(template, "add", "--all")
+    git(template, "commit", "--quiet", "-m", "The flat layout")
+    git(template, "tag", "0.0.9")
+    for path in template.iterdir():
+        if path.name != ".git":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    shutil.copytree(TEMPLATE_DIR, template, ignore=NOT_THE_TEMPLATE, dirs_exist_ok=True)
+    git(template, "add", "--all")
+    git(template, "commit", "--quiet", "-m", "Features as modules")
+    git(template, "tag", "0.1.0")
+
+    project = render(tmp_path / "service", {}, template=template, vcs_ref="0.0.9")
+    commit_all(project, "Generated from the template")
+    (project / SOURCE / "version.py").write_text(
+        VERSION_ROUTE.replace("\nfrom .features import Feature\n", "\n").split("\n\nfeature:")[0]
+        + "\n"
+    )
+    main = project / SOURCE / "main.py"
+    replace_once(main, "    return app\n", OLD_VERSION_WIRING)
+    replace_once(
+        main,
+        "from .openapi import",
+        "from .version import router as version_router\nfrom .openapi import",
+    )
+    replace_once(
+        project / SOURCE / "config.py",
+        "graceful_timeout: int = Field(default=10,",
+        "graceful_timeout: int = Field(default=30,",
+    )
+    commit_all(project, "Add /version; longer graceful shutdown")
+
+    update(project, "0.1.0")
+
+    assert answers_of(project)["_commit"] == "0.1.0"
+    conflicted = merge_leftovers(project)
+    status = git(project, "status", "--short").splitlines()
+    # Both files the user edited were rewritten by the template: each shows both sides.
+    assert conflicted == [f"{SOURCE}/config.py", f"{SOURCE}/main.py"]
+    assert "version_router" in main.read_text()
+    assert (project / SOURCE / "version.py").is_file()
+    # The rest merged: the new modules arrived, the moved ones left.
+    for new in ("features.py", "settings.py", "request_context.py", "domains.py"):
+        assert (project / SOURCE / new).is_file(), new
+    merged = sorted(line for line in status if not line.startswith("UU"))
+    print(
+        f"\nflat layout (0.0.9) -> features (0.1.0): conflicts in {conflicted}; "
+        f"{len(merged)} other paths changed without conflict:",
+        *merged,
+        sep="\n  ",
+    )

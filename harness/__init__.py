@@ -1,0 +1,68 @@
+"""What the template's tests and its benchmark share: rendering, the environment of commands run
+inside a render, free ports, and seeding a render's database."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from pytest_copie.plugin import Copie
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent
+SEEDER = Path(__file__).resolve().parent / "seed.py"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for commands run inside a rendered project: no APP_* leaking in, and uv
+    never downloads an interpreter."""
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV" and not k.startswith("APP_")}
+    env["UV_PYTHON_DOWNLOADS"] = "never"
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def render(
+    workdir: Path,
+    answers: Mapping[str, object],
+    *,
+    template: Path = TEMPLATE_DIR,
+    vcs_ref: str = "HEAD",
+) -> Path:
+    """Renders `template` at `vcs_ref` into a new folder under `workdir`, with every other
+    answer at its default (pytest-copie, as copier itself runs it with `--trust --defaults`).
+
+    With the working tree at HEAD, copier includes its uncommitted changes: tests render what
+    is being developed.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    settings = workdir / "copier-settings.yml"
+    if not settings.exists():
+        settings.write_text("{}\n")
+    # Copie numbers its folders from 0 in each instance: one folder per call keeps them apart.
+    copie = Copie(template, Path(tempfile.mkdtemp(dir=workdir, prefix="render-")), settings)
+    result = copie.copy(extra_answers=dict(answers), vcs_ref=vcs_ref)
+    if result.exit_code != 0 or result.project_dir is None:
+        raise RuntimeError(f"copier failed to render {dict(answers)}: {result.exception!r}")
+    return result.project_dir
+
+
+def seed_products(project: Path, package: str, total: int, database_url: str) -> None:
+    """Fills the render's products table up to `total` rows through its own model (so no schema
+    is restated here): the API would take minutes for a million rows."""
+    subprocess.run(
+        [project / ".venv" / "bin" / "python", SEEDER, package, str(total)],
+        cwd=project,
+        env=clean_env(APP_DATABASE_URL=database_url),
+        check=True,
+        timeout=900,
+    )
