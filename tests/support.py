@@ -209,8 +209,9 @@ class TcpProxy:
     `stop()` closes the port and cuts every connection through it, as a database going down or
     a network partition that resets connections does; `start()` opens the same port again.
     `hang()` keeps every connection open and accepts new ones but forwards nothing, in either
-    direction, as a server that stops answering (or a partition that drops packets) does;
-    `resume()` lets the held bytes through and forwarding go on.
+    direction, as a server that stops answering or a partition that drops packets does: what is
+    sent meanwhile is lost, and a connection that lost bytes is reset once `resume()` lets new
+    connections through again.
     """
 
     def __init__(self, target: tuple[str, int]) -> None:
@@ -276,16 +277,26 @@ class TcpProxy:
         pair = {writer, upstream_writer}
         self._connections |= pair
         await asyncio.gather(
-            self._pipe(reader, upstream_writer),
-            self._pipe(upstream_reader, writer),
+            self._pipe(reader, upstream_writer, pair),
+            self._pipe(upstream_reader, writer, pair),
             return_exceptions=True,
         )
         self._connections -= pair
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        pair: set[asyncio.StreamWriter],
+    ) -> None:
         try:
             while data := await reader.read(65536):
-                await self._flowing.wait()
+                if not self._flowing.is_set():
+                    # Dropped: a stream with a gap cannot go on, it is reset after the hang.
+                    await self._flowing.wait()
+                    for end in pair:
+                        end.transport.abort()
+                    return
                 writer.write(data)
                 await writer.drain()
         finally:

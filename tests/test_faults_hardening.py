@@ -8,20 +8,11 @@ its figures. The tests of one variant share an xdist group, so one render serves
 from __future__ import annotations
 
 import asyncio
-import base64
-import csv
-import hashlib
-import hmac
-import io
-import json
-import os
-import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,7 +20,7 @@ import pytest
 from conftest import Projects
 from support import RedisServer, ServiceProcess, TcpProxy
 from test_faults import ENVELOPE, PRODUCT, postgres_server, through_proxy, throwaway_database
-from variants import DEFAULT, POSTGRES_MEMORY, SELF_HOSTED_DOCS, SQLITE_REDIS
+from variants import POSTGRES_MEMORY, SQLITE_REDIS
 
 __all__ = ["postgres_server"]  # a fixture, used by name
 
@@ -76,9 +67,7 @@ async def timed(label: str, request: Awaitable[httpx.Response]) -> Timed:
 
 
 def describe(results: list[Timed]) -> str:
-    return ", ".join(
-        f"{r.label} {r.status or 'no answer'} in {r.seconds:.2f}s" for r in results
-    )
+    return ", ".join(f"{r.label} {r.status or 'no answer'} in {r.seconds:.2f}s" for r in results)
 
 
 # 1. Database waits are bounded
@@ -204,4 +193,139 @@ def test_ready_answers_within_the_probe_timeout_while_the_database_hangs(
         assert response.status_code == 503
         assert response.json()["checks"]["database"] == "unavailable"
         assert seconds < READY_PROBE_TIMEOUT - 0.5
+    assert service.process.returncode == 0, output
+
+
+# 3. A write while Redis hangs
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
+
+
+def stored_price(client: httpx.Client, product_id: int) -> str:
+    """The product's price as the database has it: the list is never cached."""
+    items = client.get("/api/v1/products", params={"size": 100}).json()["items"]
+    return next(item["price"] for item in items if item["id"] == product_id)
+
+
+@pytest.mark.xdist_group(SQLITE_REDIS.id)
+def test_write_while_redis_hangs_leaves_no_old_version_to_read(
+    projects: Projects, redis_proxy: tuple[RedisServer, TcpProxy], tmp_path: Path
+) -> None:
+    _, proxy = redis_proxy
+    project = projects.installed(SQLITE_REDIS)
+    service = ServiceProcess(
+        project,
+        SQLITE_REDIS.package,
+        tmp_path / "service.log",
+        APP_LOG_FORMAT="json",
+        APP_REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0",
+        APP_DATABASE_URL=sqlite_url(tmp_path),
+    )
+    with service, httpx.Client(base_url=service.url, timeout=CLIENT_TIMEOUT) as client:
+        product = client.post("/api/v1/products", json=PRODUCT).json()
+        one = f"/api/v1/products/{product['id']}"
+        client.get(one)
+        cached = client.get(one)
+        proxy.hang()
+        started = time.monotonic()
+        patched = client.patch(one, json={"price": "21.50"})
+        patch_seconds = time.monotonic() - started
+        proxy.resume()
+        time.sleep(1.5)  # past the second the cache rests after a failure
+        reads = [client.get(one) for _ in range(5)]
+        stored = stored_price(client, product["id"])
+    output = service.stop()
+
+    served = Counter((read.json()["price"], read.headers["x-cache"]) for read in reads)
+    print(
+        f"\nPATCH while Redis hung: answered {patched.status_code} in {patch_seconds:.2f}s; the "
+        f"database then held {stored}; once Redis was back, 5 reads served "
+        f"{dict(served)} (price, X-Cache)"
+    )
+    assert cached.headers["x-cache"] == "HIT"
+    if patched.status_code == 200:
+        assert stored == "21.50"
+    else:
+        # Failing closed: 503 and nothing changed.
+        assert patched.status_code == 503
+        assert patched.json()["error"] == "SERVICE_UNAVAILABLE"
+        assert patched.headers["retry-after"]
+        assert stored == PRODUCT["price"]
+    assert {read.json()["price"] for read in reads} == {stored}
+    assert patch_seconds < 2
+    assert service.process.returncode == 0, output
+
+
+# 4. Reads racing a write, no fault
+
+
+async def status_of(request: Awaitable[httpx.Response]) -> int:
+    """The answer's status; 0 when the connection broke instead (the server closed it)."""
+    try:
+        return (await request).status_code
+    except httpx.TransportError:
+        return 0
+
+
+ROUNDS = 300
+READS_PER_ROUND = 6
+
+
+async def race_reads_against_a_patch(base_url: str) -> tuple[int, int, Counter[int]]:
+    """Each round: a fresh product, READS_PER_ROUND reads and one PATCH at once, then a read.
+
+    Returns the rounds whose last read served another price than the PATCH answered, the rounds
+    whose PATCH answered 200, and every status seen.
+    """
+    stale = patched = 0
+    statuses: Counter[int] = Counter()
+    limits = httpx.Limits(max_connections=READS_PER_ROUND + 2)
+    async with httpx.AsyncClient(base_url=base_url, timeout=CLIENT_TIMEOUT, limits=limits) as c:
+        for round_ in range(ROUNDS):
+            sku = f"RC-{round_:04d}-001"
+            created = await c.post("/api/v1/products", json={**PRODUCT, "sku": sku})
+            one = f"/api/v1/products/{created.json()['id']}"
+            new_price = f"{20 + round_ % 50}.25"
+            *reads, patch = await asyncio.gather(
+                *(status_of(c.get(one)) for _ in range(READS_PER_ROUND)),
+                status_of(c.patch(one, json={"price": new_price})),
+            )
+            statuses.update([*reads, patch])
+            if patch == 200:
+                patched += 1
+                if (await c.get(one)).json()["price"] != new_price:
+                    stale += 1
+    return stale, patched, statuses
+
+
+@pytest.mark.xdist_group(SQLITE_REDIS.id)
+def test_reads_racing_a_write_never_cache_the_old_version(
+    projects: Projects, redis_proxy: tuple[RedisServer, TcpProxy], tmp_path: Path
+) -> None:
+    server, _ = redis_proxy
+    project = projects.installed(SQLITE_REDIS)
+    service = ServiceProcess(
+        project,
+        SQLITE_REDIS.package,
+        tmp_path / "service.log",
+        APP_LOG_FORMAT="json",
+        APP_WORKERS="2",
+        APP_REDIS_URL=server.url,
+        APP_DATABASE_URL=sqlite_url(tmp_path),
+    )
+    service.wait_until_live()
+    started = time.monotonic()
+    stale, patched, statuses = asyncio.run(race_reads_against_a_patch(service.url))
+    seconds = time.monotonic() - started
+    output = service.stop()
+
+    print(
+        f"\nreads racing a PATCH (2 workers, Redis): {ROUNDS} rounds of {READS_PER_ROUND} reads "
+        f"and 1 PATCH at once in {seconds:.1f}s; {patched} PATCHes answered 200; {stale} rounds "
+        f"then read the old price; statuses {dict(sorted(statuses.items()))}"
+    )
+    assert patched == ROUNDS
+    assert stale == 0
     assert service.process.returncode == 0, output
