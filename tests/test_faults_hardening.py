@@ -315,7 +315,7 @@ def test_reads_racing_a_write_never_cache_the_old_version(
         APP_REDIS_URL=server.url,
         APP_DATABASE_URL=sqlite_url(tmp_path),
     )
-    service.wait_until_live()
+    service.wait_until_live(120)  # two workers start on a busy machine
     started = time.monotonic()
     stale, patched, statuses = asyncio.run(race_reads_against_a_patch(service.url))
     seconds = time.monotonic() - started
