@@ -146,11 +146,13 @@ async def _unhandled_error(_request: Request, exc: Exception) -> JSONResponse:
     # Runs outside the request-context middleware, so the request id header is added here.
     logger.error("unhandled error", exc_info=exc)
     request_id = current_request_id()
+    # The server closes the connection after an unhandled error: the client is told so, and
+    # does not send its next request on a connection that is going away.
     return error_response(
         500,
         "INTERNAL_ERROR",
         "Internal server error",
-        headers={REQUEST_ID_HEADER.decode(): request_id},
+        headers={REQUEST_ID_HEADER.decode(): request_id, "Connection": "close"},
     )
 
 
