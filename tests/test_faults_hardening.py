@@ -8,11 +8,19 @@ its figures. The tests of one variant share an xdist group, so one render serves
 from __future__ import annotations
 
 import asyncio
+import base64
+import csv
+import hashlib
+import hmac
+import io
+import json
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -20,7 +28,7 @@ import pytest
 from conftest import Projects
 from support import RedisServer, ServiceProcess, TcpProxy
 from test_faults import ENVELOPE, PRODUCT, postgres_server, through_proxy, throwaway_database
-from variants import DEFAULT, POSTGRES_MEMORY, SQLITE_REDIS
+from variants import DEFAULT, POSTGRES_MEMORY, SELF_HOSTED_DOCS, SQLITE_REDIS
 
 __all__ = ["postgres_server"]  # a fixture, used by name
 
@@ -417,3 +425,208 @@ def test_writes_racing_on_sqlite_answer_404_or_409_never_5xx(
         f"product at once: {dict(sorted(outcomes.items()))}"
     )
     assert_no_server_error(outcomes)
+
+
+# 8. Signed but absurd tokens
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def hs256(claims: dict[str, Any], secret: str = SECRET) -> str:
+    """A token signed as the service signs them, built by hand (no JWT library here)."""
+    header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    payload = b64url(json.dumps(claims).encode())
+    signature = hmac.new(secret.encode(), f"{header}.{payload}".encode(), hashlib.sha256)
+    return f"{header}.{payload}.{b64url(signature.digest())}"
+
+
+def absurd_tokens() -> dict[str, str]:
+    now = int(time.time())
+    valid = {"sub": "alice", "iat": now, "exp": now + 300}
+    return {
+        "exp in the year 2920 (2e10 and more read as ms)": hs256({**valid, "exp": 3 * 10**10}),
+        "exp = 1e20": hs256({**valid, "exp": 1e20}),
+        "iat = 1e20": hs256({**valid, "iat": 1e20}),
+        "empty sub": hs256({**valid, "sub": ""}),
+        "10 KB sub": hs256({**valid, "sub": "a" * 10_000}),
+        "sub not a string": hs256({**valid, "sub": 42}),
+        "1 MB token": hs256({**valid, "pad": "x" * 1_000_000}),
+    }
+
+
+@pytest.mark.xdist_group(SELF_HOSTED_DOCS.id)
+def test_signed_but_absurd_tokens_answer_401_envelopes(projects: Projects, tmp_path: Path) -> None:
+    project = projects.installed(SELF_HOSTED_DOCS)
+    service = ServiceProcess(
+        project,
+        SELF_HOSTED_DOCS.package,
+        tmp_path / "service.log",
+        APP_LOG_FORMAT="json",
+        APP_SECRET_KEY=SECRET,
+        APP_DATABASE_URL=sqlite_url(tmp_path),
+    )
+    now = int(time.time())
+    sane = hs256({"sub": "alice", "iat": now, "exp": now + 300})
+    with service, httpx.Client(base_url=service.url, timeout=CLIENT_TIMEOUT) as client:
+        answers = {
+            label: client.get("/auth/me", headers={"Authorization": f"Bearer {token}"})
+            for label, token in absurd_tokens().items()
+        }
+        accepted = client.get("/auth/me", headers={"Authorization": f"Bearer {sane}"})
+    output = service.stop()
+
+    print(
+        "\nsigned but absurd tokens on /auth/me: "
+        + ", ".join(f"{label} {response.status_code}" for label, response in answers.items())
+        + f"; a sane token {accepted.status_code}"
+    )
+    for label, response in answers.items():
+        assert response.status_code == 401, (label, response.text[:200])
+        assert response.json().keys() >= ENVELOPE, label
+        assert response.headers["www-authenticate"] == "Bearer", label
+    assert accepted.status_code == 200
+    assert service.process.returncode == 0, output
+
+
+# 10. The schema and the behaviour agree
+
+
+def price_schema_allows(schema: dict[str, Any], value: float) -> bool:
+    price = schema["components"]["schemas"]["ProductUpdate"]["properties"]["price"]
+    branches = [b for b in price.get("anyOf", [price]) if b.get("type") == "number"]
+    for branch in branches:
+        quotient = value / branch["multipleOf"] if "multipleOf" in branch else 1.0
+        if (
+            value > branch.get("exclusiveMinimum", float("-inf"))
+            and value <= branch.get("maximum", float("inf"))
+            and quotient == int(quotient)
+        ):
+            return True
+    return False
+
+
+def schema_allows_null_sku(schema: dict[str, Any]) -> bool:
+    sku = schema["components"]["schemas"]["ProductUpdate"]["properties"]["sku"]
+    return any(branch.get("type") == "null" for branch in sku.get("anyOf", [sku]))
+
+
+@pytest.mark.xdist_group(DEFAULT.id)
+def test_the_api_answers_as_its_schema_says(projects: Projects, tmp_path: Path) -> None:
+    project = projects.installed(DEFAULT)
+    service = ServiceProcess(
+        project,
+        DEFAULT.package,
+        tmp_path / "service.log",
+        APP_LOG_FORMAT="json",
+        APP_DATABASE_URL=sqlite_url(tmp_path),
+    )
+    with service, httpx.Client(base_url=service.url, timeout=CLIENT_TIMEOUT) as client:
+        schema = client.get("/openapi.json").json()
+        one = f"/api/v1/products/{client.post('/api/v1/products', json=PRODUCT).json()['id']}"
+        collection_405 = client.put("/api/v1/products")
+        item_405 = client.put(one)
+        patch_export = client.patch("/api/v1/products/export", json={"price": "1.00"})
+        patch_stats = client.patch("/api/v1/products/stats", json={"price": "1.00"})
+        null_sku = client.patch(one, json={"sku": None})
+        tiny_price = client.patch(one, content=b'{"price": 5e-324}', headers=JSON)
+        slash = client.get("/api/v1/products/", headers={"Host": "evil.example"})
+    output = service.stop()
+
+    print(
+        f"\nschema against behaviour: PUT on the collection 405 Allow "
+        f"{collection_405.headers.get('allow')!r}, on a product 405 Allow "
+        f"{item_405.headers.get('allow')!r}; PATCH /export {patch_export.status_code}, /stats "
+        f"{patch_stats.status_code}; sku null: schema allows {schema_allows_null_sku(schema)}, "
+        f"answered {null_sku.status_code}; price 5e-324: schema allows "
+        f"{price_schema_allows(schema, 5e-324)}, answered {tiny_price.status_code}; a trailing "
+        f"slash with a forged Host: {slash.status_code} Location "
+        f"{slash.headers.get('location')!r}"
+    )
+    allowed = {method.strip() for method in collection_405.headers["allow"].split(",")}
+    assert {"GET", "POST"} <= allowed
+    allowed = {method.strip() for method in item_405.headers["allow"].split(",")}
+    assert {"GET", "PATCH", "DELETE"} <= allowed
+    assert (patch_export.status_code, patch_stats.status_code) == (405, 405)
+    assert null_sku.status_code == 422
+    assert not schema_allows_null_sku(schema)
+    assert tiny_price.status_code == 422
+    assert not price_schema_allows(schema, 5e-324)
+    assert "evil.example" not in slash.headers.get("location", "")
+    assert service.process.returncode == 0, output
+
+
+JSON = {"content-type": "application/json"}
+
+
+# 11. More workers than an in-process cache can serve
+
+
+@pytest.mark.parametrize(
+    ("variant", "names"),
+    [
+        pytest.param(DEFAULT, "per worker", marks=pytest.mark.xdist_group(DEFAULT.id)),
+        pytest.param(SQLITE_REDIS, "APP_REDIS_URL", marks=pytest.mark.xdist_group(SQLITE_REDIS.id)),
+    ],
+    ids=["memory", "redis-unset"],
+)
+def test_two_workers_on_an_in_process_cache_refuse_to_start(
+    projects: Projects, tmp_path: Path, variant: Any, names: str
+) -> None:
+    project = projects.installed(variant)
+    service = ServiceProcess(
+        project,
+        variant.package,
+        tmp_path / "service.log",
+        APP_ENVIRONMENT="production",
+        APP_SECRET_KEY=SECRET,
+        APP_WORKERS="2",
+        APP_DATABASE_URL=sqlite_url(tmp_path),
+    )
+    started = time.monotonic()
+    try:
+        returncode = service.process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        service.stop()
+        pytest.fail(f"the service started with 2 workers on an in-process cache:\n{service.output}")
+    seconds = time.monotonic() - started
+    lines = [line for line in service.output.splitlines() if line.strip()]
+    print(f"\n2 workers on an in-process cache, in production: exit {returncode} in {seconds:.2f}s")
+    print(f"    it printed: {lines}")
+    assert returncode != 0
+    assert [line for line in lines if names in line and "APP_WORKERS=2" in line]
+    assert "Traceback" not in service.output
+
+
+# 12. CSV formula injection
+
+FORMULA_NAMES = ['=HYPERLINK("http://x","y")', "+1+1", "-2+3", "@SUM(A1)", "\tTab", "\rReturn"]
+
+
+@pytest.mark.xdist_group(DEFAULT.id)
+def test_csv_export_neutralises_formulas(projects: Projects, tmp_path: Path) -> None:
+    project = projects.installed(DEFAULT)
+    service = ServiceProcess(
+        project,
+        DEFAULT.package,
+        tmp_path / "service.log",
+        APP_LOG_FORMAT="json",
+        APP_DATABASE_URL=sqlite_url(tmp_path),
+    )
+    with service, httpx.Client(base_url=service.url, timeout=CLIENT_TIMEOUT) as client:
+        for index, name in enumerate(FORMULA_NAMES):
+            product = {**PRODUCT, "name": name, "sku": f"FX-0000-{index:03d}"}
+            assert client.post("/api/v1/products", json=product).status_code == 201
+        exported = client.get("/api/v1/products/export")
+    output = service.stop()
+
+    rows = list(csv.DictReader(io.StringIO(exported.text, newline="")))
+    names = [row["name"] for row in rows]
+    dangerous = [name for name in names if name[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    print(f"\nCSV export of {len(rows)} formula-like names: {names}; {len(dangerous)} start live")
+    assert dangerous == []
+    assert names == [f"'{name}" for name in FORMULA_NAMES]
+    assert {row["price"] for row in rows} == {PRODUCT["price"]}
+    assert all(row["id"].isdigit() for row in rows)
+    assert service.process.returncode == 0, output
