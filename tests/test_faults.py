@@ -28,7 +28,7 @@ from conftest import Projects
 from support import RedisServer, ServiceProcess, TcpProxy, run
 from variants import DEFAULT, POSTGRES_MEMORY, SQLITE_REDIS
 
-from harness import free_port, seed_products
+from harness import seed_products
 
 PRODUCT = {"name": "Kettle", "price": "19.90", "category_id": 1, "sku": "KT-2048-001"}
 ENVELOPE = {"error", "detail", "request_id"}
