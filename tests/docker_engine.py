@@ -28,8 +28,14 @@ STAND_IN_LABEL = "org.copier-fastapi-service.stand-in"
 DEBIAN_SUITE_FOR_PYTHON = {"3.11": "bookworm"}
 STAND_IN_PACKAGES = "python3,python3-pip,python3-venv,python-is-python3,ca-certificates"
 # Left out as Debian's slim images leave them out: package caches, documentation, translations.
-TRIMMED = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man")
-TRIMMED += ("usr/share/info", "usr/share/locale")
+TRIMMED = (
+    "var/cache/apt/archives",
+    "var/lib/apt/lists",
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/locale",
+)
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian's, read by pip and (SSL_CERT_FILE) uv
 
 
