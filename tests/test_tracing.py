@@ -10,6 +10,7 @@ import statistics
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -221,12 +222,26 @@ def test_hung_collector_delays_no_request_and_shutdown_ends_within_the_graceful_
 
     assert running_service.process.returncode == 0, output
     assert "Traceback" not in output
-    # No request waited for the collector, and shutdown gave up on it in time.
+    # No request waited for the collector, and shutdown gave up on it in time: the lifespan's
+    # shutdown within the graceful timeout (a second of slack for a loaded machine), the whole
+    # stop far within the 60 s the exporter would have waited.
     assert max(durations) < 1000
-    assert stopped_after < graceful + 3
-    [lost] = [line["event"] for line in json_lines(output) if "not exported" in line["event"]]
+    lines = json_lines(output)
+    shutdown_took = at(lines, "Application shutdown complete.") - at(
+        lines, "Waiting for application shutdown."
+    )
+    assert shutdown_took < graceful + 1
+    assert stopped_after < 30
+    [lost] = [line["event"] for line in lines if "not exported" in line["event"]]
     print(
         f"\ncollector hung: {REQUESTS} reads, median {statistics.median(durations):.2f} ms, "
-        f"slowest {max(durations):.2f} ms; stopped {stopped_after:.1f} s after SIGTERM "
-        f"(graceful timeout {graceful} s); the log said: {lost!r}"
+        f"slowest {max(durations):.2f} ms; the lifespan's shutdown took {shutdown_took:.2f} s "
+        f"(graceful timeout {graceful} s), the process stopped {stopped_after:.1f} s after "
+        f"SIGTERM; the log said: {lost!r}"
     )
+
+
+def at(lines: list[dict[str, Any]], event: str) -> float:
+    """When the service logged `event`, in seconds since the epoch."""
+    [line] = [line for line in lines if line["event"] == event]
+    return datetime.fromisoformat(line["timestamp"]).timestamp()
