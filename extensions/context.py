@@ -136,6 +136,17 @@ BASE_DEPENDENCIES = [
 ]
 DATABASE_DEPENDENCIES = ["alembic>=1.14", "anyio>=4.6", "sqlalchemy[asyncio]>=2.0.36"]
 DATABASE_DRIVERS = {"sqlite": "aiosqlite>=0.20", "postgresql": "asyncpg>=0.30"}
+# Tracing: the SDK and its OTLP/HTTP exporter, the request spans' ASGI middleware, and the
+# instrumentation of each library the service uses (tracing.py switches on those installed).
+TRACING_DEPENDENCIES = [
+    "opentelemetry-api>=1.45",
+    "opentelemetry-exporter-otlp-proto-http>=1.45",
+    "opentelemetry-instrumentation-asgi>=0.66b1",
+    "opentelemetry-sdk>=1.45",
+    "opentelemetry-semantic-conventions>=0.66b1",
+    "opentelemetry-util-http>=0.66b1",
+    "packaging>=24",
+]
 DEV_DEPENDENCIES = [
     "deptry>=0.20",
     "httpx>=0.27",
@@ -168,10 +179,26 @@ def dependencies_for(answers: dict[str, Any]) -> list[str]:
         deps.append("httpx>=0.27")
     if answers["metrics"]:
         deps += ["anyio>=4.6", "prometheus-client>=0.21"]
+    if answers["tracing"]:
+        deps += TRACING_DEPENDENCIES
+        if answers["database"] != "none":
+            deps.append("opentelemetry-instrumentation-sqlalchemy>=0.66b1")
+        if answers["cache"] == "redis":
+            deps.append("opentelemetry-instrumentation-redis>=0.66b1")
+        if answers["http_client"]:
+            deps.append("opentelemetry-instrumentation-httpx>=0.66b1")
+    if jobs_on(answers):
+        # SAQ runs the jobs on Redis; the service opens the Redis client itself (timeouts).
+        deps += ["redis>=5.2", "saq[redis]>=0.26"]
     if answers["docs"] == "self_hosted":
         # docs.py serves the Swagger UI and ReDoc files that this package ships.
         deps.append("fastapi-offline>=1.7.7,<2")
     return sorted(set(deps))
+
+
+def jobs_on(answers: dict[str, Any]) -> bool:
+    """`jobs` is asked only with the example API and a database; skipped, it is off."""
+    return bool(answers.get("jobs")) and answers["example_api"] and answers["database"] != "none"
 
 
 def dev_dependencies_for(answers: dict[str, Any]) -> list[str]:
@@ -235,6 +262,7 @@ ANSWERS_USED = {
     "auth",
     "http_client",
     "metrics",
+    "tracing",
     "docs",
     "rate_limit",
     "project_slug",
@@ -266,6 +294,9 @@ def features_for(answers: dict[str, Any]) -> list[str]:
     each middleware's own `Layer`, not this list's.
     """
     features = ["logging", "middleware", "errors"]
+    if answers["tracing"]:
+        # Before every resource: the libraries are instrumented before the clients are made.
+        features.append("tracing")
     if answers["database"] != "none":
         features.append("db")
     if answers["cache"] != "none":
@@ -280,6 +311,8 @@ def features_for(answers: dict[str, Any]) -> list[str]:
         features.append("metrics")
     if answers["rate_limit"]:
         features.append("rate_limit")
+    if jobs_on(answers):
+        features.append("jobs")
     return [*features, "health", "docs"]
 
 
@@ -300,6 +333,8 @@ def settings_mixins_for(answers: dict[str, Any]) -> list[dict[str, str]]:
         mixins.append({"module": "http_client", "settings": "HttpClientSettings"})
     if answers["rate_limit"]:
         mixins.append({"module": "rate_limit", "settings": "RateLimitSettings"})
+    if jobs_on(answers):
+        mixins.append({"module": "jobs", "settings": "JobsSettings"})
     return [*mixins, {"module": "settings", "settings": "CoreSettings"}]
 
 
@@ -315,6 +350,10 @@ def fixture_modules_for(answers: dict[str, Any]) -> list[dict[str, Any]]:
         fixtures.append({"module": "cache", "settings": answers["cache"] == "redis"})
     if answers["rate_limit"]:
         fixtures.append({"module": "rate_limit", "settings": True})
+    if answers["tracing"]:
+        fixtures.append({"module": "tracing", "settings": False})
+    if jobs_on(answers):
+        fixtures.append({"module": "jobs", "settings": True})
     # With OpenID Connect the app under test trusts a local identity provider.
     return [*fixtures, {"module": "auth", "settings": answers["auth"] == "oidc"}]
 
@@ -324,7 +363,7 @@ def server_variables_for(answers: dict[str, Any]) -> list[str]:
     servers = []
     if answers["database"] == "postgresql":
         servers.append("TEST_POSTGRES_URL")
-    if answers["cache"] == "redis" or answers["rate_limit"]:
+    if answers["cache"] == "redis" or answers["rate_limit"] or jobs_on(answers):
         servers.append("TEST_REDIS_URL")
     return servers
 
@@ -360,6 +399,7 @@ class ContextUpdater(ContextHook):
         context["settings_mixins"] = settings_mixins_for(context)
         context["test_fixtures"] = fixture_modules_for(context)
         context["test_servers"] = server_variables_for(context)
+        context["jobs"] = jobs_on(context)
         if context["database"] != "none":
             context["default_database_url"] = DEFAULT_DATABASE_URLS[context["database"]].format(
                 slug=context["project_slug"], package=context["package_name"]

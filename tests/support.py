@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import re
@@ -10,8 +11,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +60,8 @@ class Variant:
         names = []
         if self.answers.get("database") == "postgresql":
             names.append("TEST_POSTGRES_URL")
-        if self.answers.get("cache") == "redis" or self.answers.get("rate_limit"):
+        redis_users = (self.answers.get(q) for q in ("rate_limit", "jobs"))
+        if self.answers.get("cache") == "redis" or any(v is True for v in redis_users):
             names.append("TEST_REDIS_URL")
         return names
 
@@ -256,6 +259,106 @@ def _proc_status_kib(pid: int, field: str) -> int:
         if line.startswith(f"{field}:"):
             return int(line.split()[1])
     raise LookupError(field)
+
+
+class TcpProxy:
+    """Forwards a local port to a server, on an event loop in a thread of its own.
+
+    `stop()` closes the port and cuts every connection through it, as a database going down or
+    a network partition that resets connections does; `start()` opens the same port again.
+    `hang()` keeps every connection open and accepts new ones but forwards nothing, in either
+    direction, as a server that stops answering or a partition that drops packets does: what is
+    sent meanwhile is lost, and a connection that lost bytes is reset once `resume()` lets new
+    connections through again.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.StreamWriter] = set()
+        self._flowing = self._call_result(self._new_event())
+
+    def start(self) -> None:
+        self._call(self._start())
+
+    def stop(self) -> None:
+        self._call(self._stop())
+
+    def hang(self) -> None:
+        self._loop.call_soon_threadsafe(self._flowing.clear)
+
+    def resume(self) -> None:
+        self._loop.call_soon_threadsafe(self._flowing.set)
+
+    def close(self) -> None:
+        self.resume()
+        self.stop()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+    def _call(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=10)
+
+    def _call_result(self, coroutine: Coroutine[Any, Any, asyncio.Event]) -> asyncio.Event:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=10)
+
+    async def _new_event(self) -> asyncio.Event:
+        event = asyncio.Event()
+        event.set()
+        return event
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._forward, "127.0.0.1", self.port)
+
+    async def _stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in self._connections:
+            writer.transport.abort()
+        self._connections.clear()
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections.add(writer)
+        await self._flowing.wait()
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            self._connections.discard(writer)
+            return
+        pair = {writer, upstream_writer}
+        self._connections |= pair
+        await asyncio.gather(
+            self._pipe(reader, upstream_writer, pair),
+            self._pipe(upstream_reader, writer, pair),
+            return_exceptions=True,
+        )
+        self._connections -= pair
+
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        pair: set[asyncio.StreamWriter],
+    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                if not self._flowing.is_set():
+                    # Dropped: a stream with a gap cannot go on, it is reset after the hang.
+                    await self._flowing.wait()
+                    for end in pair:
+                        end.transport.abort()
+                    return
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
 
 
 class RedisServer:

@@ -101,7 +101,7 @@ def test_github_ci_is_valid_and_runs_every_check(projects: Projects, variant: Va
     assert ci["concurrency"]["cancel-in-progress"] is True
     expected = {
         "postgres": answers["database"] == "postgresql",
-        "redis": answers["cache"] == "redis",
+        "redis": answers["cache"] == "redis" or bool(answers["jobs"]),
     }
     assert set(tests.get("services", {})) == {name for name, on in expected.items() if on}
     assert ("TEST_POSTGRES_URL" in tests["env"]) is expected["postgres"]
@@ -131,7 +131,7 @@ def test_gitlab_ci_is_valid_and_runs_every_check(projects: Projects, variant: Va
     services = [service["name"].split(":")[0] for service in pytest_job.get("services", [])]
     expected = {
         "postgres": answers["database"] == "postgresql",
-        "redis": answers["cache"] == "redis",
+        "redis": answers["cache"] == "redis" or bool(answers["jobs"]),
     }
     assert services == [name for name, on in expected.items() if on]
     variables = pytest_job.get("variables", {})

@@ -26,9 +26,10 @@ YAMLLINT_CONFIG = (
 )
 
 
-def deployment_variant(deployment: str, database: str, cache: str) -> Variant:
-    answers = {"deployment": deployment, "database": database, "cache": cache}
-    return Variant(f"deploy-{deployment}-{database}-{cache}", answers)
+def deployment_variant(deployment: str, database: str, cache: str, jobs: bool = False) -> Variant:
+    answers = {"deployment": deployment, "database": database, "cache": cache, "jobs": jobs}
+    name = f"deploy-{deployment}-{database}-{cache}" + ("-jobs" if jobs else "")
+    return Variant(name, answers)
 
 
 # The database and whether Redis runs are the answers that change the Docker files.
@@ -36,26 +37,44 @@ DOCKER = [
     deployment_variant("docker", database, cache)
     for database in ("none", "sqlite", "postgresql")
     for cache in ("memory", "redis")
-]
+] + [deployment_variant("docker", "sqlite", "memory", jobs=True)]
 KUBERNETES = [
     deployment_variant("kubernetes", "none", "none"),
     deployment_variant("kubernetes", "sqlite", "memory"),
     deployment_variant("kubernetes", "postgresql", "redis"),
+    deployment_variant("kubernetes", "sqlite", "memory", jobs=True),
+    deployment_variant("kubernetes", "postgresql", "none", jobs=True),
     Variant("deploy-kubernetes-stdlib-logging", {"deployment": "kubernetes", "logging": "stdlib"}),
+    Variant("deploy-kubernetes-tracing", {"deployment": "kubernetes", "tracing": True}),
+]
+# Tracing adds an OpenTelemetry Collector to compose and its settings to the ConfigMap.
+TRACING = [
+    Variant("deploy-docker-tracing", {"deployment": "docker", "tracing": True}),
+    KUBERNETES[-1],
 ]
 NO_DEPLOYMENT = Variant("deploy-none", {"deployment": "none"})
 
-with_docker = pytest.mark.parametrize("variant", [v.param() for v in DOCKER + KUBERNETES])
+with_docker = pytest.mark.parametrize(
+    "variant", [v.param() for v in DOCKER + TRACING[:1] + KUBERNETES]
+)
 with_kubernetes = pytest.mark.parametrize("variant", [v.param() for v in KUBERNETES])
+with_tracing = pytest.mark.parametrize("variant", [v.param() for v in TRACING])
 
 
 def answer(variant: Variant, question: str) -> object:
-    defaults = {"database": "sqlite", "cache": "memory", "logging": "structlog"}
+    defaults = {
+        "database": "sqlite",
+        "cache": "memory",
+        "logging": "structlog",
+        "tracing": False,
+        "jobs": False,
+    }
     return variant.answers.get(question, defaults.get(question))
 
 
 def deployment_files(project: Path) -> list[Path]:
-    files = [project / name for name in ("Dockerfile", ".dockerignore", "compose.yaml")]
+    names = ("Dockerfile", ".dockerignore", "compose.yaml", "otel-collector.yaml")
+    files = [project / name for name in names]
     deploy_folder = sorted(path for path in (project / "deploy").rglob("*") if path.is_file())
     return [path for path in files if path.exists()] + deploy_folder
 
@@ -154,19 +173,22 @@ def test_compose_starts_backing_services_healthy_and_migrated_first(
     expected |= {"migrate"} if database != "none" else set()
     expected |= {"postgres"} if database == "postgresql" else set()
     expected |= {"redis"} if cache == "redis" else set()
+    expected |= {"otel-collector"} if answer(variant, "tracing") else set()
+    expected |= {"worker", "broker"} if answer(variant, "jobs") else set()
     assert set(services) == expected
 
     environment = services["app"]["environment"]
     assert environment["APP_ENVIRONMENT"] == "production"
     assert ("APP_DATABASE_URL" in environment) == (database != "none")
     assert ("APP_REDIS_URL" in environment) == (cache == "redis")
+    assert ("OTEL_EXPORTER_OTLP_ENDPOINT" in environment) == bool(answer(variant, "tracing"))
     if database == "postgresql":
         assert environment["APP_DATABASE_URL"].startswith("postgresql+asyncpg://")
     if database == "sqlite":
         assert environment["APP_DATABASE_URL"].startswith("sqlite+aiosqlite:////data/")
 
     depends_on = services["app"].get("depends_on", {})
-    for backing in expected & {"postgres", "redis"}:
+    for backing in expected & {"postgres", "redis", "broker"}:
         assert services[backing]["healthcheck"]["test"]
         assert depends_on[backing] == {"condition": "service_healthy"}
     if database != "none":
@@ -280,9 +302,12 @@ def test_pods_are_probed_hardened_and_drain_before_they_stop(
 
     sleep = container["lifecycle"]["preStop"]["exec"]["command"]
     assert sleep[0] == "sleep"
-    drain = int(sleep[1]) + int(config["APP_GRACEFUL_TIMEOUT"])
+    # With tracing, the queued spans get up to the graceful timeout again after the requests.
+    graceful = int(config["APP_GRACEFUL_TIMEOUT"]) * (2 if answer(variant, "tracing") else 1)
+    drain = int(sleep[1]) + graceful
     assert pod["terminationGracePeriodSeconds"] > drain
     assert ("APP_LOG_FORMAT" in config) == (answer(variant, "logging") == "structlog")
+    assert ("OTEL_EXPORTER_OTLP_ENDPOINT" in config) == bool(answer(variant, "tracing"))
 
 
 @with_kubernetes
@@ -309,3 +334,114 @@ def test_replicas_scale_out_on_cpu_unless_sqlite_pins_one(
     if job.exists():
         [container] = load(job)["spec"]["template"]["spec"]["containers"]
         assert container["command"] == ["alembic", "upgrade", "head"]
+
+
+@with_tracing
+def test_tracing_settings_name_the_collector_and_sample_as_configured(
+    projects: Projects, variant: Variant
+) -> None:
+    project = projects.rendered(variant)
+    if answer(variant, "deployment") == "kubernetes":
+        config = load(kubernetes_dir(project) / "base" / "configmap.yaml")["data"]
+        assert config["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+        assert config["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+        assert 0 < float(config["OTEL_TRACES_SAMPLER_ARG"]) <= 1
+        assert config["OTEL_SERVICE_NAME"] == "my-service"
+        # The probes are left untraced.
+        assert re.search(config["OTEL_PYTHON_EXCLUDED_URLS"], "http://pod:8000/health/ready")
+    assert config_endpoint(project).startswith("http://otel-collector:")
+
+
+def config_endpoint(project: Path) -> str:
+    endpoint: str = load(project / "compose.yaml")["services"]["app"]["environment"][
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    ]
+    return endpoint
+
+
+@with_tracing
+def test_compose_collector_receives_otlp_http_where_the_service_sends_it(
+    projects: Projects, variant: Variant
+) -> None:
+    """No collector binary here: its configuration is checked for the structure it needs."""
+    project = projects.rendered(variant)
+    services = load(project / "compose.yaml")["services"]
+    collector = services["otel-collector"]
+    config = load(project / "otel-collector.yaml")
+    # The file compose mounts is the one the collector is told to read.
+    [mount] = collector["volumes"]
+    source, target, mode = mount.split(":")
+    assert (project / source).resolve() == (project / "otel-collector.yaml").resolve()
+    assert collector["command"] == [f"--config={target}"]
+    assert mode == "ro"
+    # An OTLP/HTTP receiver on the port the service sends to.
+    http = config["receivers"]["otlp"]["protocols"]["http"]
+    assert http["endpoint"] == "0.0.0.0:" + config_endpoint(project).rsplit(":", 1)[1]
+    assert "grpc" not in config["receivers"]["otlp"]["protocols"]
+    # A traces pipeline that uses only components defined above, and every one defined.
+    pipelines = config["service"]["pipelines"]
+    assert set(pipelines) == {"traces"}
+    for kind in ("receivers", "processors", "exporters"):
+        assert pipelines["traces"][kind]
+        assert set(pipelines["traces"][kind]) == set(config[kind]), kind
+    assert pipelines["traces"]["processors"][0] == "memory_limiter"
+    # The service waits for the collector to start, and has time to send its spans at shutdown.
+    app = services["app"]
+    assert app["depends_on"]["otel-collector"] == {"condition": "service_started"}
+    graceful = int(app["environment"]["APP_GRACEFUL_TIMEOUT"])
+    assert int(app["stop_grace_period"].rstrip("s")) > 2 * graceful
+
+
+@with_docker
+def test_compose_runs_the_worker_beside_the_api_on_a_queue_that_keeps_its_jobs(
+    projects: Projects, variant: Variant
+) -> None:
+    services = load(projects.rendered(variant) / "compose.yaml")["services"]
+    if not answer(variant, "jobs"):
+        assert "worker" not in services
+        assert "APP_JOBS_BROKER_URL" not in services["app"]["environment"]
+        return
+    worker, app = services["worker"], services["app"]
+    assert worker["command"] == ["python", "-m", variant.package + ".worker"]
+    assert worker["environment"] == app["environment"]
+    assert app["environment"]["APP_JOBS_BROKER_URL"] == "redis://broker:6379/0"
+    assert worker["depends_on"]["broker"] == {"condition": "service_healthy"}
+    if answer(variant, "database") != "none":
+        assert worker["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+    assert "/health/live" in " ".join(worker["healthcheck"]["test"])
+    shutdown = int(app["environment"]["APP_JOBS_SHUTDOWN_SECONDS"])
+    assert int(worker["stop_grace_period"].rstrip("s")) > shutdown
+    broker = services["broker"]["command"]
+    assert "noeviction" in broker
+    assert "--appendonly yes" in broker
+
+
+@with_kubernetes
+def test_the_worker_has_its_own_pods_probes_and_time_to_finish_its_jobs(
+    projects: Projects, variant: Variant
+) -> None:
+    base = kubernetes_dir(projects.rendered(variant)) / "base"
+    path = base / "worker-deployment.yaml"
+    assert path.exists() == bool(answer(variant, "jobs"))
+    if not path.exists():
+        return
+    worker = load(path)
+    pod = worker["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    config = load(base / "configmap.yaml")["data"]
+    secret = load(base / "secret.example.yaml")["stringData"]
+
+    assert worker["metadata"]["name"] != load(base / "deployment.yaml")["metadata"]["name"]
+    assert container["command"] == ["python", "-m", variant.package + ".worker"]
+    [port] = container["ports"]
+    assert str(port["containerPort"]) == config["APP_JOBS_WORKER_PORT"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "health"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "health"}
+    assert pod["terminationGracePeriodSeconds"] > int(config["APP_JOBS_SHUTDOWN_SECONDS"])
+    assert "APP_JOBS_BROKER_URL" in secret
+    if answer(variant, "database") == "sqlite":
+        assert worker["spec"]["replicas"] == 1
+        affinity = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert affinity[0]["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "api"
+    else:
+        assert worker["spec"]["replicas"] >= 2

@@ -12,10 +12,9 @@ import os
 import re
 import signal
 import socket
-import threading
 import time
 from collections import Counter
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +25,10 @@ from uuid import uuid4
 import httpx
 import pytest
 from conftest import Projects
-from support import RedisServer, ServiceProcess, run
+from support import RedisServer, ServiceProcess, TcpProxy, run
 from variants import DEFAULT, POSTGRES_MEMORY, SQLITE_REDIS
 
-from harness import free_port, seed_products
+from harness import seed_products
 
 PRODUCT = {"name": "Kettle", "price": "19.90", "category_id": 1, "sku": "KT-2048-001"}
 ENVELOPE = {"error", "detail", "request_id"}
@@ -171,71 +170,6 @@ def test_redis_killed_under_load_costs_no_5xx_and_the_cache_comes_back(
 
 
 # The database unreachable
-
-
-class TcpProxy:
-    """Forwards a local port to a server, on an event loop in a thread of its own.
-
-    `stop()` closes the port and cuts every connection through it, as a database going down or
-    a network partition that resets connections does; `start()` opens the same port again.
-    """
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = free_port()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.StreamWriter] = set()
-
-    def start(self) -> None:
-        self._call(self._start())
-
-    def stop(self) -> None:
-        self._call(self._stop())
-
-    def close(self) -> None:
-        self.stop()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        self._loop.close()
-
-    def _call(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=10)
-
-    async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._forward, "127.0.0.1", self.port)
-
-    async def _stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in self._connections:
-            writer.transport.abort()
-        self._connections.clear()
-
-    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        pair = {writer, upstream_writer}
-        self._connections |= pair
-        await asyncio.gather(
-            _pipe(reader, upstream_writer), _pipe(upstream_reader, writer), return_exceptions=True
-        )
-        self._connections -= pair
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    finally:
-        writer.close()
 
 
 # Run with the service's own interpreter, whose environment has the PostgreSQL driver.

@@ -9,13 +9,13 @@ from collections.abc import Sequence
 
 import pytest
 from support import TEMPLATE_DIR, choices, clean_env, questions
-from variants import PAIRWISE_QUESTIONS, VARIANTS, complete_answers, values_of
+from variants import PAIRWISE_QUESTIONS, VARIANTS, complete_answers, possible, values_of
 
 Pair = tuple[tuple[str, object], tuple[str, object]]
 
 
 def uncovered_pairs(names: Sequence[str], rows: list[dict[str, object]]) -> list[Pair]:
-    """The pairs of values of two of `names` that no row answers together."""
+    """The pairs of values of two of `names` that copier allows and no row answers together."""
     covered = {
         ((a, row[a]), (b, row[b])) for row in rows for a, b in itertools.combinations(names, 2)
     }
@@ -24,7 +24,7 @@ def uncovered_pairs(names: Sequence[str], rows: list[dict[str, object]]) -> list
         for a, b in itertools.combinations(names, 2)
         for va in values_of(a)
         for vb in values_of(b)
-        if ((a, va), (b, vb)) not in covered
+        if ((a, va), (b, vb)) not in covered and possible({a: va, b: vb})
     ]
 
 
@@ -44,6 +44,20 @@ def test_every_pair_of_module_values_runs_its_suite_on_the_default_python() -> N
     on_default = [row for row in rows if row["python_version"] == default_python]
     modules = [q for q in PAIRWISE_QUESTIONS if q != "python_version"]
     assert uncovered_pairs(modules, on_default) == []
+
+
+def test_no_variant_answers_what_copier_does_not_allow() -> None:
+    rows = [complete_answers(v.answers) for v in VARIANTS]
+    assert [row for row in rows if not possible(row)] == []
+    assert any(row["jobs"] for row in rows)
+
+
+def test_the_jobs_constraint_is_the_one_copier_applies() -> None:
+    assert "example_api" in questions()["jobs"]["when"]
+    assert "database != 'none'" in questions()["jobs"]["when"]
+    assert not possible({"jobs": True, "database": "none"})
+    assert not possible({"jobs": True, "example_api": False})
+    assert possible({"jobs": True, "database": "sqlite", "example_api": True})
 
 
 def test_variant_ids_are_unique() -> None:

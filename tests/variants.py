@@ -11,6 +11,7 @@ of that version is installed (the template's CI).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 
 from allpairspy import AllPairs
@@ -25,8 +26,10 @@ PAIRWISE_QUESTIONS = (
     "example_api",
     "http_client",
     "metrics",
+    "tracing",
     "docs",
     "rate_limit",
+    "jobs",
     "deployment",
     "ci",
 )
@@ -41,11 +44,23 @@ SHORT_NAMES: dict[str, dict[object, str]] = {
     "example_api": {True: "api", False: "noapi"},
     "http_client": {True: "http", False: "nohttp"},
     "metrics": {True: "metrics", False: "nometrics"},
+    "tracing": {True: "tracing", False: "notracing"},
     "docs": {"cdn": "cdn", "self_hosted": "selfdocs"},
     "rate_limit": {True: "ratelimit", False: "noratelimit"},
+    "jobs": {True: "jobs", False: "nojobs"},
     "deployment": {"none": "nodeploy", "docker": "docker", "kubernetes": "k8s"},
     "ci": {"github": "gh", "gitlab": "gitlab", "none": "noci"},
 }
+
+
+def possible(answers: Mapping[str, object]) -> bool:
+    """Whether copier.yml allows these answers (some or all): `jobs` needs the products API and
+    a database, so it is never asked without them."""
+    return not (
+        answers.get("jobs") is True
+        and (answers.get("example_api") is False or answers.get("database") == "none")
+    )
+
 
 DEFAULT = Variant("default")
 STDLIB_LOGGING = Variant("stdlib-logging", {"logging": "stdlib"})
@@ -56,6 +71,9 @@ SQLITE_REDIS = Variant("sqlite-redis", {"database": "sqlite", "cache": "redis"})
 METRICS = Variant("metrics", {"metrics": True})
 # The rate limit's runtime test starts it with two workers sharing Redis.
 RATE_LIMIT = Variant("rate-limit", {"rate_limit": True, "database": "none", "cache": "none"})
+TRACING = Variant("tracing", {"tracing": True})
+# Jobs on PostgreSQL with a Redis broker: the runtime tests run its API and its workers.
+JOBS = Variant("jobs-postgresql", {"jobs": True, "database": "postgresql"})
 # With auth, so the offline Swagger UI has an Authorize button to show.
 SELF_HOSTED_DOCS = Variant("self-hosted-docs", {"docs": "self_hosted", "auth": "jwt"})
 MINIMAL = Variant(
@@ -80,7 +98,9 @@ FULL = Variant(
         "example_api": True,
         "http_client": True,
         "metrics": True,
+        "tracing": True,
         "docs": "self_hosted",
+        "jobs": True,
         "deployment": "kubernetes",
         "ci": "github",
     },
@@ -94,7 +114,9 @@ PRESETS = [
     SQLITE_REDIS,
     METRICS,
     RATE_LIMIT,
+    TRACING,
     SELF_HOSTED_DOCS,
+    JOBS,
 ]
 
 
@@ -120,13 +142,48 @@ def variant_id(index: int, answers: Mapping[str, object]) -> str:
 def pairwise_rows(
     names: Sequence[str], tested: Iterable[Mapping[str, object]]
 ) -> list[dict[str, object]]:
-    """Rows covering every pair of values of `names` that `tested` does not cover yet."""
+    """Rows covering every possible pair of values of `names` that `tested` does not cover yet."""
     previously = [[row[q] for q in names] for row in tested]
     parameters = [values_of(q) for q in names]
-    return [
+
+    def allowed(row: Sequence[object]) -> bool:
+        # allpairspy builds rows left to right: `row` may hold the first values only.
+        return possible(dict(zip(names, row, strict=False)))
+
+    rows = [
         dict(zip(names, row, strict=True))
-        for row in AllPairs(parameters, previously_tested=previously)
+        for row in AllPairs(parameters, filter_func=allowed, previously_tested=previously)
     ]
+    return rows + missing_pair_rows(names, [*tested, *rows])
+
+
+def missing_pair_rows(
+    names: Sequence[str], tested: Iterable[Mapping[str, object]]
+) -> list[dict[str, object]]:
+    """Rows for the possible pairs that allpairspy left out.
+
+    With a filter it can stop before it has covered every allowed pair (it counts the forbidden
+    ones as still to find). Each missing pair goes into the first extra row that can take it;
+    the other answers are the defaults.
+    """
+    covered = {
+        ((a, row[a]), (b, row[b])) for row in tested for a, b in itertools.combinations(names, 2)
+    }
+    extra: list[tuple[dict[str, object], set[str]]] = []
+    for a, b in itertools.combinations(names, 2):
+        for va, vb in itertools.product(values_of(a), values_of(b)):
+            if ((a, va), (b, vb)) in covered or not possible({a: va, b: vb}):
+                continue
+            for row, fixed in extra:
+                fits = all(q not in fixed or row[q] == v for q, v in ((a, va), (b, vb)))
+                if fits and possible({**row, a: va, b: vb}):
+                    break
+            else:
+                row, fixed = {q: questions()[q]["default"] for q in names}, set()
+                extra.append((row, fixed))
+            row.update({a: va, b: vb})
+            fixed.update({a, b})
+    return [row for row, _ in extra]
 
 
 def pairwise_variants() -> list[Variant]:

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from .features import Feature
 from .request_context import REQUEST_ID_HEADER, current_request_id
@@ -124,9 +125,22 @@ async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
     return app_error_response(exc)
 
 
-async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+def allowed_methods(request: Request) -> str:
+    """Every method some route answers at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": allowed_methods(request)}
     return error_response(
-        exc.status_code, error_code_for(exc.status_code), str(exc.detail), headers=exc.headers
+        exc.status_code, error_code_for(exc.status_code), str(exc.detail), headers=headers
     )
 
 
@@ -146,11 +160,13 @@ async def _unhandled_error(_request: Request, exc: Exception) -> JSONResponse:
     # Runs outside the request-context middleware, so the request id header is added here.
     logger.error("unhandled error", exc_info=exc)
     request_id = current_request_id()
+    # The server closes the connection after an unhandled error: the client is told so, and
+    # does not send its next request on a connection that is going away.
     return error_response(
         500,
         "INTERNAL_ERROR",
         "Internal server error",
-        headers={REQUEST_ID_HEADER.decode(): request_id},
+        headers={REQUEST_ID_HEADER.decode(): request_id, "Connection": "close"},
     )
 
 

@@ -11,6 +11,9 @@ from pydantic import BaseModel, Field
 from .errors import ErrorEnvelope, error_response
 from .features import Feature, HealthCheck, resources_of
 
+# Below the probes' own timeout (timeoutSeconds: 3 in deploy/kubernetes): every check runs at
+# once, and the answer goes out when all are done or this much time has passed, whichever is
+# first. A check still running then counts as unavailable and is cancelled without waiting.
 CHECK_TIMEOUT_SECONDS = 2.0
 TAG = {"name": "health", "description": "Liveness and readiness probes for orchestrators."}
 
@@ -32,13 +35,39 @@ class Degraded(ErrorEnvelope):
     checks: dict[str, str] = Field(examples=[{"database": "ok", "redis": "unavailable"}])
 
 
-async def _outcome(name: str, check: HealthCheck) -> str:
-    try:
-        await asyncio.wait_for(check(), CHECK_TIMEOUT_SECONDS)
-    except Exception as exc:
-        logger.warning("health check %s failed: %r", name, exc)
-        return "unavailable"
-    return "ok"
+# Cancelled checks that have not finished yet: kept so that they finish (and their errors are
+# read) after the answer has gone.
+_abandoned: set[asyncio.Future[object]] = set()
+
+
+def _forget(task: asyncio.Future[object]) -> None:
+    _abandoned.discard(task)
+    if not task.cancelled():
+        task.exception()
+
+
+async def _outcomes(checks: dict[str, HealthCheck]) -> dict[str, str]:
+    """Each check's outcome, within CHECK_TIMEOUT_SECONDS in all, however a check hangs."""
+    tasks = {name: asyncio.ensure_future(check()) for name, check in checks.items()}
+    if tasks:
+        await asyncio.wait(tasks.values(), timeout=CHECK_TIMEOUT_SECONDS)
+    outcomes = {}
+    for name, task in tasks.items():
+        if not task.done():
+            logger.warning("health check %s timed out after %ss", name, CHECK_TIMEOUT_SECONDS)
+            task.cancel()
+            _abandoned.add(task)
+            task.add_done_callback(_forget)
+            outcomes[name] = "unavailable"
+        elif task.cancelled():
+            logger.warning("health check %s was cancelled", name)
+            outcomes[name] = "unavailable"
+        elif (error := task.exception()) is not None:
+            logger.warning("health check %s failed: %r", name, error)
+            outcomes[name] = "unavailable"
+        else:
+            outcomes[name] = "ok"
+    return outcomes
 
 
 @router.get("/live", summary="The process is up")
@@ -53,10 +82,8 @@ async def live() -> Liveness:
     responses={503: {"model": Degraded, "description": "A dependency is unavailable"}},
 )
 async def ready(request: Request) -> Readiness | JSONResponse:
-    checks = resources_of(request).checks
     # The checks touch independent resources, so they run concurrently.
-    outcomes = await asyncio.gather(*(_outcome(name, check) for name, check in checks.items()))
-    results = dict(zip(checks, outcomes, strict=True))
+    results = await _outcomes(resources_of(request).checks)
     failing = sorted(name for name, outcome in results.items() if outcome != "ok")
     if failing:
         return error_response(

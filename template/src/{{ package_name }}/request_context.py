@@ -1,4 +1,5 @@
-"""The request being served: its id, readable from anywhere while it is handled."""
+"""The request being served: its id, readable from anywhere while it is handled, and what else a
+feature adds to each log line written meanwhile."""
 
 import re
 import secrets
@@ -13,6 +14,13 @@ request_id_var: ContextVar[str] = ContextVar("request_id", default="")
 
 AccessLog = Callable[[str, str, int, float], None]
 """Writes one line for a served request: method, path, status, duration in milliseconds."""
+
+LogFields = Callable[[], dict[str, str]]
+"""The fields a feature adds to the log line being written now; empty when it has none."""
+
+# Filled as the app is built by the features that add fields (tracing: the trace and span ids);
+# both logging flavours read it for every line, the access line included.
+log_fields: dict[str, LogFields] = {}
 
 
 def current_request_id() -> str:

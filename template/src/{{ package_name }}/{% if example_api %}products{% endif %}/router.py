@@ -8,7 +8,7 @@ from fastapi.responses import StreamingResponse
 from ..fields import MAX_ID
 from ..openapi import BODY_ERROR_RESPONSES, error_response_doc
 from ..security import WRITE_RESPONSES, requires
-from .cache import ProductCacheDep
+from .cache import CHANGE_RESPONSES, ProductCacheDep
 from .repository import STORAGE_RESPONSES
 from .schemas import ProductCreate, ProductOut, ProductPage, ProductStats, ProductUpdate
 from .service import ServiceDep
@@ -21,6 +21,7 @@ CAN_WRITE = requires("products:write")
 
 router = APIRouter(prefix="/api/v1/products", tags=["products"], responses=STORAGE_RESPONSES)
 
+# `:int` in the paths: /export and /stats never match a product's route, whatever the method.
 ProductId = Annotated[int, Path(ge=1, le=MAX_ID, description="The product's id")]
 
 
@@ -66,7 +67,7 @@ async def product_stats(products: ServiceDep) -> ProductStats:
 
 
 @router.get(
-    "/{product_id}",
+    "/{product_id:int}",
     summary="Read a product",
     response_model=ProductOut,
     responses={
@@ -90,31 +91,38 @@ async def read_product(
 
 
 @router.patch(
-    "/{product_id}",
+    "/{product_id:int}",
     summary="Change some fields of a product",
-    responses={**BODY_ERROR_RESPONSES, **NOT_FOUND, **CONFLICT, **WRITE_RESPONSES},
+    responses={
+        **BODY_ERROR_RESPONSES,
+        **NOT_FOUND,
+        **CONFLICT,
+        **WRITE_RESPONSES,
+        **CHANGE_RESPONSES,
+    },
     dependencies=[CAN_WRITE],
 )
 async def update_product(
     product_id: ProductId, payload: ProductUpdate, products: ServiceDep, cache: ProductCacheDep
 ) -> ProductOut:
-    product = await products.update(product_id, payload)
-    await products.commit()
-    await cache.invalidate(product_id)
+    # The commit inside: once this answers, no read serves (or caches) the version before.
+    async with cache.changing(product_id):
+        product = await products.update(product_id, payload)
+        await products.commit()
     return product
 
 
 @router.delete(
-    "/{product_id}",
+    "/{product_id:int}",
     status_code=204,
     summary="Delete a product",
-    responses={**NOT_FOUND, **WRITE_RESPONSES},
+    responses={**NOT_FOUND, **WRITE_RESPONSES, **CHANGE_RESPONSES},
     dependencies=[CAN_WRITE],
 )
 async def delete_product(
     product_id: ProductId, products: ServiceDep, cache: ProductCacheDep
 ) -> Response:
-    await products.delete(product_id)
-    await products.commit()
-    await cache.invalidate(product_id)
+    async with cache.changing(product_id):
+        await products.delete(product_id)
+        await products.commit()
     return Response(status_code=204)

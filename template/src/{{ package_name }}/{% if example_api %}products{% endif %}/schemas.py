@@ -1,10 +1,21 @@
 """What the products API accepts and answers, with the examples shown in the OpenAPI docs."""
 
+import math
+import re
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 
 from ..fields import MAX_ID
 
@@ -20,8 +31,41 @@ Name = Annotated[
 Description = Annotated[
     str, Field(max_length=2000, pattern=TEXT_PATTERN, examples=["15 bar pump, steam wand"])
 ]
+# A price: whole cents above 0, at most 8 digits before the point. The schema says so exactly,
+# and the check below accepts what the schema allows and nothing else.
+PRICE_PATTERN = r"^(?=.*[1-9])[0-9]{1,8}(\.[0-9]{1,2})?$"
+MAX_PRICE = Decimal("99999999.99")
+CENT = Decimal("0.01")
+PRICE_SCHEMA: dict[str, JsonValue] = {
+    "anyOf": [
+        {"type": "number", "exclusiveMinimum": 0, "maximum": 99999999.99, "multipleOf": 0.01},
+        {"type": "string", "pattern": PRICE_PATTERN},
+    ],
+    "examples": ["249.90"],
+}
+PRICE_ERROR = "must be above 0, in whole cents, with at most 8 digits before the point"
+
+
+def _price(value: Any) -> Any:
+    if isinstance(value, str):
+        if not re.fullmatch(PRICE_PATTERN, value):
+            raise ValueError(PRICE_ERROR)
+        return Decimal(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(PRICE_ERROR)
+        amount = Decimal(repr(value))
+        if not 0 < amount <= MAX_PRICE or amount % CENT != 0:
+            raise ValueError(PRICE_ERROR)
+        return amount
+    return value  # a Decimal from Python code: the constraints below check it
+
+
 Price = Annotated[
-    Decimal, Field(gt=0, max_digits=10, decimal_places=2, examples=[Decimal("249.90")])
+    Decimal,
+    BeforeValidator(_price),
+    Field(gt=0, max_digits=10, decimal_places=2),
+    WithJsonSchema(PRICE_SCHEMA),
 ]
 CategoryId = Annotated[int, Field(gt=0, le=MAX_ID, examples=[3])]
 Sku = Annotated[str, Field(pattern=SKU_PATTERN, examples=["KT-1024-001"])]
@@ -46,15 +90,18 @@ class ProductCreate(BaseModel):
 
 
 class ProductUpdate(BaseModel):
-    """Only the fields sent change; `description` alone may be cleared with null."""
+    """Only the fields sent change; `description` alone may be cleared with null.
+
+    The other fields may be left out but not sent as null: the schema says so (no null in it).
+    """
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"price": "199.90"}]})
 
-    name: Name | None = None
+    name: Name | SkipJsonSchema[None] = None
     description: Description | None = None
-    price: Price | None = None
-    category_id: CategoryId | None = None
-    sku: Sku | None = None
+    price: Price | SkipJsonSchema[None] = None
+    category_id: CategoryId | SkipJsonSchema[None] = None
+    sku: Sku | SkipJsonSchema[None] = None
 
     @model_validator(mode="after")
     def _required_fields_are_not_null(self) -> Self:

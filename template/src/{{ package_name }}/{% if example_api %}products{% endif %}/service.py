@@ -15,6 +15,8 @@ from .repository import RepositoryDep
 from .schemas import ProductCreate, ProductOut, ProductPage, ProductStats, ProductUpdate
 
 EXPORT_HEADER = ("id", "sku", "name", "price", "category_id", "created_at")
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP, CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def price_percentiles(prices: list[Decimal]) -> tuple[Decimal | None, Decimal | None]:
@@ -27,9 +29,16 @@ def price_percentiles(prices: list[Decimal]) -> tuple[Decimal | None, Decimal | 
     return statistics.median(prices), deciles[-1]
 
 
+def inert(cell: Any) -> Any:
+    """The cell as text a spreadsheet shows rather than runs; numbers and dates as they are."""
+    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
+        return "'" + cell
+    return cell
+
+
 def csv_chunk(rows: Iterable[Sequence[Any]]) -> str:
     buffer = io.StringIO()
-    csv.writer(buffer).writerows(rows)
+    csv.writer(buffer).writerows([inert(cell) for cell in row] for row in rows)
     return buffer.getvalue()
 
 
