@@ -183,9 +183,11 @@ def dependencies_for(answers: dict[str, Any]) -> list[str]:
         deps += TRACING_DEPENDENCIES
         if answers["database"] != "none":
             deps.append("opentelemetry-instrumentation-sqlalchemy>=0.66b1")
-        if answers["cache"] == "redis":
+        # Every Redis client (the cache's, the rate limiter's, the job queue's) and every httpx
+        # client (the outbound one, the identity provider's keys) is traced.
+        if answers["cache"] == "redis" or answers["rate_limit"] or jobs_on(answers):
             deps.append("opentelemetry-instrumentation-redis>=0.66b1")
-        if answers["http_client"]:
+        if answers["http_client"] or answers["auth"] == "oidc":
             deps.append("opentelemetry-instrumentation-httpx>=0.66b1")
     if jobs_on(answers):
         # SAQ runs the jobs on Redis; the service opens the Redis client itself (timeouts).

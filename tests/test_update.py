@@ -274,6 +274,7 @@ SWITCHED_OFF = [
     ("auth", "jwt", "none", []),
     ("http_client", True, False, []),
     ("metrics", True, False, []),
+    ("tracing", True, False, []),
     ("deployment", "docker", "none", []),
 ]
 
