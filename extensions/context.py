@@ -231,6 +231,8 @@ INSTALLED_MODULES = frozenset(
         "pydantic", "pydantic_core", "pydantic_settings", "redis", "sqlalchemy", "starlette",
         "structlog", "typing_extensions", "typing_inspection", "uvicorn", "uvloop", "watchfiles",
         "websockets", "yaml", "_yaml",
+        # Jobs (SAQ) and tracing (OpenTelemetry) bring these.
+        "asgiref", "croniter", "dateutil", "google", "saq", "tzdata", "wrapt",
         # The dev tools and theirs.
         "ast_serialize", "charset_normalizer", "deptry", "graphql", "harfile", "hypothesis",
         "hypothesis_graphql", "iniconfig", "jsonschema_rs", "librt", "markdown_it", "mdurl",

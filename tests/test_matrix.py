@@ -72,7 +72,7 @@ def test_every_process_builds_the_same_matrix(hash_seed: str) -> None:
     result = subprocess.run(
         [sys.executable, "-c", script],
         cwd=TEMPLATE_DIR / "tests",
-        # The harness package sits at the template's root, as pytest's `pythonpath` has it.
+        # The repository root too: the tests import its harness package.
         env=clean_env(PYTHONHASHSEED=hash_seed, PYTHONPATH=str(TEMPLATE_DIR)),
         capture_output=True,
         text=True,

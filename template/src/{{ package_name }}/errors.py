@@ -8,9 +8,9 @@ from typing import Any, ClassVar
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from .features import Feature
 from .request_context import REQUEST_ID_HEADER, current_request_id
@@ -128,10 +128,12 @@ async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
 def allowed_methods(request: Request) -> str:
     """Every method some route answers at this path (Starlette names only the first route's)."""
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match != Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
+    path = request.url.path
+    # Included routers nest their routes; this walks them as the OpenAPI generator does.
+    for route in iter_route_contexts(request.app.router.routes):
+        pattern = getattr(route, "path_regex", None)
+        if pattern is not None and pattern.match(path):
+            methods |= route.methods or set()
     return ", ".join(sorted(methods))
 
 

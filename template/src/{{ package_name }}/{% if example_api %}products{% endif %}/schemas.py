@@ -31,19 +31,19 @@ Name = Annotated[
 Description = Annotated[
     str, Field(max_length=2000, pattern=TEXT_PATTERN, examples=["15 bar pump, steam wand"])
 ]
-# A price: whole cents above 0, at most 8 digits before the point. The schema says so exactly,
-# and the check below accepts what the schema allows and nothing else.
-PRICE_PATTERN = r"^(?=.*[1-9])[0-9]{1,8}(\.[0-9]{1,2})?$"
-MAX_PRICE = Decimal("99999999.99")
+# A price: whole cents above 0, at most 7 digits before the point (its cents fit the 32-bit
+# column). The schema says so exactly, and the check below accepts what it allows, no more.
+PRICE_PATTERN = r"^(?=.*[1-9])[0-9]{1,7}(\.[0-9]{1,2})?$"
+MAX_PRICE = Decimal("9999999.99")
 CENT = Decimal("0.01")
 PRICE_SCHEMA: dict[str, JsonValue] = {
     "anyOf": [
-        {"type": "number", "exclusiveMinimum": 0, "maximum": 99999999.99, "multipleOf": 0.01},
+        {"type": "number", "exclusiveMinimum": 0, "maximum": 9999999.99, "multipleOf": 0.01},
         {"type": "string", "pattern": PRICE_PATTERN},
     ],
     "examples": ["249.90"],
 }
-PRICE_ERROR = "must be above 0, in whole cents, with at most 8 digits before the point"
+PRICE_ERROR = "must be above 0, in whole cents, with at most 7 digits before the point"
 
 
 def _price(value: Any) -> Any:
@@ -64,7 +64,7 @@ def _price(value: Any) -> Any:
 Price = Annotated[
     Decimal,
     BeforeValidator(_price),
-    Field(gt=0, max_digits=10, decimal_places=2),
+    Field(gt=0, max_digits=9, decimal_places=2),
     WithJsonSchema(PRICE_SCHEMA),
 ]
 CategoryId = Annotated[int, Field(gt=0, le=MAX_ID, examples=[3])]
