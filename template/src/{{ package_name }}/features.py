@@ -108,3 +108,6 @@ class Feature(Generic[S]):
     tags: Sequence[Tag] = ()
     # Anything else done to the app as it is built (mounting static files, say).
     configure: Callable[[FastAPI, S], None] | None = None
+    # Run once by `python -m <package>` with the number of workers, before uvicorn starts them:
+    # what the workers must not each do at the same moment (apply migrations, say).
+    before_workers: Callable[[S, int], None] | None = None

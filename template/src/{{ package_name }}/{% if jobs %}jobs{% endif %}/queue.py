@@ -11,12 +11,13 @@ Either way the job's state lives in the database (models.py), and a job may run 
 
 import asyncio
 import functools
+import inspect
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from redis.asyncio import Redis
@@ -235,9 +236,11 @@ class BrokerDelivery:
         """Nothing to do: the queue in Redis outlives every process."""
 
     async def ping(self) -> None:
-        # redis-py types the command as "an awaitable, or the reply itself": here it is the former.
-        ping = cast("Awaitable[bool]", self._redis.ping())
-        await asyncio.wait_for(ping, BROKER_TIMEOUT_SECONDS)
+        # redis-py below 8.2 types the reply "awaitable or not", 8.2 "awaitable"; from this
+        # client it always is, and the check reads the same under both.
+        reply = self._redis.ping()
+        if inspect.isawaitable(reply):
+            await asyncio.wait_for(reply, BROKER_TIMEOUT_SECONDS)
 
     async def close(self) -> None:
         try:

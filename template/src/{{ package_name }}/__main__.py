@@ -1,5 +1,6 @@
 """`python -m <package>`: serve the app with uvicorn, configured from the settings."""
 
+import logging
 import signal
 import sys
 
@@ -8,9 +9,22 @@ from pydantic import ValidationError
 
 from .config import Settings, describe_errors, get_settings
 from .logging import configure_logging
-{%- if metrics %}
-from .metrics import prepare_multiprocess_dir
-{%- endif %}
+from .main import FEATURES
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_workers(settings: Settings) -> None:
+    """What the features do once before the workers start; a failure stops here, as a failed
+    start-up would in a worker (uvicorn's exit code 3)."""
+    for feature in FEATURES:
+        if feature.before_workers is None:
+            continue
+        try:
+            feature.before_workers(settings, settings.workers)
+        except Exception:
+            logger.exception("%s could not prepare the workers; not starting", feature.name)
+            sys.exit(3)
 
 
 def main() -> None:
@@ -19,9 +33,7 @@ def main() -> None:
     except ValidationError as exc:
         sys.exit(f"Invalid configuration:\n{describe_errors(exc)}")
     configure_logging(settings)
-{%- if metrics %}
-    prepare_multiprocess_dir(settings.workers)
-{%- endif %}
+    prepare_workers(settings)
     # After a graceful shutdown uvicorn re-raises the stop signal; a clean stop exits 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
