@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -10,6 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 WRK_SCRIPT = Path(__file__).with_name("wrk_summary.lua")
+# POSTs a new product per request (needs wrk): see the script.
+POST_PRODUCTS_SCRIPT = Path(__file__).with_name("wrk_post_products.lua")
+# Each run of a script numbers its writes apart from every other run's.
+_RUN_NUMBERS = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -47,8 +52,14 @@ class LoadGenerator:
     def _pinned(self, command: list[str]) -> list[str]:
         return ["taskset", "-c", str(self.cpu), *command] if self.cpu is not None else command
 
-    def run(self, url: str, seconds: float) -> LoadResult:
+    def can_run(self, script: Path | None) -> bool:
+        """A script (a POST) needs wrk; the Python client sends GETs only."""
+        return script is None or self.wrk is not None
+
+    def run(self, url: str, seconds: float, script: Path | None = None) -> LoadResult:
         wrk = self.wrk
+        if script is not None and not wrk:
+            raise RuntimeError(f"{script.name} needs wrk")
         if wrk:
             command = [
                 wrk,
@@ -58,9 +69,11 @@ class LoadGenerator:
                 "--timeout",
                 "5s",
                 "-s",
-                str(WRK_SCRIPT),
+                str(script or WRK_SCRIPT),
                 url,
             ]
+            if script is not None:
+                command += ["--", str(next(_RUN_NUMBERS))]
         else:
             command = [
                 sys.executable,

@@ -8,12 +8,21 @@ The contract they rely on: `POST /api/v1/products` (201, the product with its `i
 
 from __future__ import annotations
 
+import re
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+import harness
+from harness import clean_env
+
+from .project import Project
 from .server import Server
 
 COLLECTION = "/api/v1/products"
@@ -93,3 +102,47 @@ def export_memory(server: Server, expected_rows: int) -> ExportMemory:
     if lines != expected_rows + 1:
         raise RuntimeError(f"export had {lines} lines for {expected_rows} rows and a header")
     return ExportMemory(expected_rows, growth, seconds)
+
+
+def migrate(project: Project, database_url: str) -> None:
+    """The render's own migrations, applied to `database_url`."""
+    subprocess.run(
+        [project.path / ".venv" / "bin" / "alembic", "upgrade", "head"],
+        cwd=project.path,
+        env=clean_env(APP_DATABASE_URL=database_url),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def asyncpg_url(url: str) -> str:
+    """A `postgresql://` URL as SQLAlchemy's asyncpg driver names it."""
+    return url.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+@contextmanager
+def throwaway_database(project: Project, server: str, name: str) -> Iterator[str]:
+    """A new database on the PostgreSQL `server`, dropped afterwards; yields its URL."""
+    with harness.throwaway_database(project.path, server, f"bench_{name}") as database:
+        parts = urlsplit(server)
+        yield urlunsplit(parts._replace(path=f"/{database}"))
+
+
+TIMESTAMP = re.compile(rb'"(created|updated)_at":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z"')
+
+
+def same_answer(generated: Server, baseline: Server, path: str) -> str:
+    """Checks that both servers answer `path` with the same bytes but for the timestamps' values
+    (each database was seeded at its own moment); returns `path`."""
+    answers = [httpx.get(f"{server.url}{path}", timeout=10) for server in (generated, baseline)]
+    for answer in answers:
+        if answer.status_code != 200:
+            raise RuntimeError(f"GET {path} answered {answer.status_code}: {answer.text[:200]}")
+    shapes = [TIMESTAMP.sub(rb'"\1_at":"T"', answer.content) for answer in answers]
+    if shapes[0] != shapes[1]:
+        raise RuntimeError(
+            f"GET {path}: the baseline's answer differs from the generated service's:\n"
+            f"{answers[0].content[:300]!r}\n{answers[1].content[:300]!r}"
+        )
+    return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from .load import LoadGenerator, LoadResult
 from .server import Server
@@ -15,6 +16,8 @@ class Contender:
     name: str
     server: Server
     path: str
+    # A wrk script that makes the requests (a POST); GETs of `path` without one.
+    script: Path | None = None
 
     @property
     def url(self) -> str:
@@ -113,13 +116,13 @@ def alternate(
 ) -> dict[str, Runs]:
     """Warms each server up, then runs `rounds` rounds, reversing the order every other round."""
     for contender in contenders:
-        load.run(contender.url, warmup_seconds)
+        load.run(contender.url, warmup_seconds, contender.script)
     results: dict[str, list[Round]] = {c.name: [] for c in contenders}
     for index in range(rounds):
         order = contenders if index % 2 == 0 else list(reversed(contenders))
         for contender in order:
             cpu_before = contender.server.cpu_seconds()
-            result = load.run(contender.url, seconds)
+            result = load.run(contender.url, seconds, contender.script)
             cpu = contender.server.cpu_seconds() - cpu_before
             results[contender.name].append(Round(result, cpu))
     return {name: Runs(name, runs) for name, runs in results.items()}

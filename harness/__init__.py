@@ -7,8 +7,10 @@ import os
 import socket
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from uuid import uuid4
 
 from pytest_copie.plugin import Copie
 
@@ -66,3 +68,41 @@ def seed_products(project: Path, package: str, total: int, database_url: str) ->
         check=True,
         timeout=900,
     )
+
+
+# Run with a render's own interpreter, whose environment has the PostgreSQL driver.
+EXECUTE_SQL = """
+import asyncio, sys
+import asyncpg
+
+async def main():
+    connection = await asyncpg.connect(sys.argv[1])
+    await connection.execute(sys.argv[2])
+    await connection.close()
+
+asyncio.run(main())
+"""
+
+
+@contextmanager
+def throwaway_database(project: Path, server: str, prefix: str = "faults") -> Iterator[str]:
+    """A new database on the PostgreSQL `server` (a URL), dropped afterwards; yields its name.
+    `project` is a PostgreSQL render: its interpreter runs the statements."""
+    name = f"{prefix}_{uuid4().hex}"
+    python = project / ".venv" / "bin" / "python"
+
+    def execute(statement: str) -> None:
+        subprocess.run(
+            [python, "-c", EXECUTE_SQL, server, statement],
+            cwd=project,
+            env=clean_env(),
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        execute(f'DROP DATABASE "{name}" WITH (FORCE)')

@@ -118,16 +118,17 @@ def interpreter_for(floor: str) -> Interpreter | None:
     """
     if sys.version_info[:2] >= tuple(int(part) for part in floor.split(".")):
         return Interpreter(sys.executable)
-    found = subprocess.run(
-        ["uv", "python", "find", f">={floor}"],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if found.returncode == 0 and found.stdout.strip():
-        return Interpreter(found.stdout.strip())
+    for request in (floor, f">={floor}"):  # the floor itself where it is here
+        found = subprocess.run(
+            ["uv", "python", "find", request],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if found.returncode == 0 and found.stdout.strip():
+            return Interpreter(found.stdout.strip())
     if floor == DEBIAN_ROOT_PYTHON:
         return debian_root_interpreter()
     return None

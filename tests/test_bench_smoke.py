@@ -13,17 +13,12 @@ from pathlib import Path
 import pytest
 from support import TEMPLATE_DIR, clean_env
 
+from bench.__main__ import DATABASE_MEASURES, FEATURE_MEASURES, LIVENESS_MEASURES
+
 MEASURES = [
-    "Generated service / bare FastAPI (same route, in an APIRouter), throughput",
-    "Generated service / bare FastAPI (same route, in an APIRouter), CPU time per request"
-    " (bare / generated)",
-    "Generated service / bare FastAPI (same route, in an APIRouter), p99 latency",
-    "Generated service / bare FastAPI (route on the app itself), throughput",
-    "Bare FastAPI: route in an APIRouter / on the app itself, throughput",
-    "Seed BaseHTTPMiddleware / bare FastAPI, throughput",
-    "Generated service / seed BaseHTTPMiddleware, throughput",
-    "Product read, memory cache hit / no cache, throughput",
-    "Product read, Redis cache hit / memory cache hit, throughput",
+    *LIVENESS_MEASURES,
+    *FEATURE_MEASURES,
+    *DATABASE_MEASURES,
     "CSV export peak RSS growth, 200 rows",
     "CSV export peak RSS growth, 1,000 rows",
     "CSV export peak RSS growth, 5,000 rows",

@@ -15,20 +15,18 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-from uuid import uuid4
 
 import httpx
 import pytest
 from conftest import Projects
-from support import RedisServer, ServiceProcess, TcpProxy, run
+from support import RedisServer, ServiceProcess, TcpProxy
 from variants import DEFAULT, POSTGRES_MEMORY, SQLITE_REDIS
 
-from harness import seed_products
+from harness import seed_products, throwaway_database
 
 PRODUCT = {"name": "Kettle", "price": "19.90", "category_id": 1, "sku": "KT-2048-001"}
 ENVELOPE = {"error", "detail", "request_id"}
@@ -170,32 +168,6 @@ def test_redis_killed_under_load_costs_no_5xx_and_the_cache_comes_back(
 
 
 # The database unreachable
-
-
-# Run with the service's own interpreter, whose environment has the PostgreSQL driver.
-EXECUTE_SQL = """
-import asyncio, sys
-import asyncpg
-
-async def main():
-    connection = await asyncpg.connect(sys.argv[1])
-    await connection.execute(sys.argv[2])
-    await connection.close()
-
-asyncio.run(main())
-"""
-
-
-@contextmanager
-def throwaway_database(project: Path, server: str) -> Iterator[str]:
-    """A new database on the `server`, dropped afterwards; yields its name."""
-    name = f"faults_{uuid4().hex}"
-    python = project / ".venv" / "bin" / "python"
-    run([python, "-c", EXECUTE_SQL, server, f'CREATE DATABASE "{name}"'], project)
-    try:
-        yield name
-    finally:
-        run([python, "-c", EXECUTE_SQL, server, f'DROP DATABASE "{name}" WITH (FORCE)'], project)
 
 
 @pytest.fixture

@@ -105,11 +105,9 @@ async def read_product(
 async def update_product(
     product_id: ProductId, payload: ProductUpdate, products: ServiceDep, cache: ProductCacheDep
 ) -> ProductOut:
-    # The commit inside: once this answers, no read serves (or caches) the version before.
+    # The write commits inside: once it answers, no read serves (or caches) the version before.
     async with cache.changing(product_id):
-        product = await products.update(product_id, payload)
-        await products.commit()
-    return product
+        return await products.update(product_id, payload)
 
 
 @router.delete(
@@ -124,5 +122,4 @@ async def delete_product(
 ) -> Response:
     async with cache.changing(product_id):
         await products.delete(product_id)
-        await products.commit()
     return Response(status_code=204)

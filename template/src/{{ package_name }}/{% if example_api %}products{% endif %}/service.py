@@ -67,10 +67,6 @@ class ProductService:
     async def delete(self, product_id: int) -> None:
         await self._repository.delete(product_id)
 
-    async def commit(self) -> None:
-        """Make the changes so far durable now, not when the request ends."""
-        await self._repository.commit()
-
     async def stats(self) -> ProductStats:
         # Independent reads, each on its own session, so they may run concurrently.
         prices, per_category = await asyncio.gather(
