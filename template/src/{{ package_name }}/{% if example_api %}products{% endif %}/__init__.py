@@ -1,9 +1,9 @@
 """The worked example domain: products, from HTTP route to storage."""
 
 from ..features import Feature
-from .repository import open_storage
 from .router import TAG, router
+from .service import open_products
 
 feature: Feature[object] = Feature(
-    name="products", lifespan=open_storage, routers=[router], tags=[TAG]
+    name="products", lifespan=open_products, routers=[router], tags=[TAG]
 )

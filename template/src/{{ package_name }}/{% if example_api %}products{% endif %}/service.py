@@ -5,13 +5,15 @@ import csv
 import io
 import statistics
 from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Annotated, Any
 
 from anyio import to_thread
-from fastapi import Depends
+from fastapi import Depends, Request
 
-from .repository import RepositoryDep
+from ..features import ResourceKey, Resources, resources_of
+from .repository import ProductRepository, open_repository
 from .schemas import ProductCreate, ProductOut, ProductPage, ProductStats, ProductUpdate
 
 EXPORT_HEADER = ("id", "sku", "name", "price", "category_id", "created_at")
@@ -45,7 +47,7 @@ def csv_chunk(rows: Iterable[Sequence[Any]]) -> str:
 class ProductService:
     export_batch_size = 1000
 
-    def __init__(self, repository: RepositoryDep) -> None:
+    def __init__(self, repository: ProductRepository) -> None:
         self._repository = repository
 
     async def create(self, payload: ProductCreate) -> ProductOut:
@@ -90,8 +92,19 @@ class ProductService:
             yield csv_chunk(rows)
 
 
-async def get_product_service(repository: RepositoryDep) -> ProductService:
-    return ProductService(repository)
+PRODUCT_SERVICE = ResourceKey[ProductService]("products")
+
+
+@asynccontextmanager
+async def open_products(_settings: object, resources: Resources) -> AsyncIterator[None]:
+    # One service for the app's life: it holds no per-request state, and a dependency that
+    # builds nothing costs a request the least.
+    resources.provide(PRODUCT_SERVICE, ProductService(open_repository(resources)))
+    yield
+
+
+async def get_product_service(request: Request) -> ProductService:
+    return resources_of(request)[PRODUCT_SERVICE]
 
 
 ServiceDep = Annotated[ProductService, Depends(get_product_service)]
