@@ -317,6 +317,9 @@ def features_for(answers: dict[str, Any]) -> list[str]:
         features.append("rate_limit")
     if jobs_on(answers):
         features.append("jobs")
+    if answers["example_api"]:
+        # The export streams: a cap on streams at once, a bound on a stalled reader.
+        features.append("streaming")
     return [*features, "health", "docs"]
 
 
@@ -339,6 +342,8 @@ def settings_mixins_for(answers: dict[str, Any]) -> list[dict[str, str]]:
         mixins.append({"module": "rate_limit", "settings": "RateLimitSettings"})
     if jobs_on(answers):
         mixins.append({"module": "jobs", "settings": "JobsSettings"})
+    if answers["example_api"]:
+        mixins.append({"module": "streaming", "settings": "StreamingSettings"})
     return [*mixins, {"module": "settings", "settings": "CoreSettings"}]
 
 

@@ -8,6 +8,7 @@ from fastapi.responses import StreamingResponse
 from ..fields import MAX_ID
 from ..openapi import BODY_ERROR_RESPONSES, error_response_doc
 from ..security import WRITE_RESPONSES, requires
+from ..streaming import STREAM_RESPONSES, StreamSlotDep
 from .cache import CHANGE_RESPONSES, ProductCacheDep
 from .repository import STORAGE_RESPONSES
 from .schemas import ProductCreate, ProductOut, ProductPage, ProductStats, ProductUpdate
@@ -49,12 +50,15 @@ async def list_products(
     "/export",
     summary="Every product as CSV, streamed",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/csv": {}}, "description": "A CSV attachment"}},
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "A CSV attachment"},
+        **STREAM_RESPONSES,
+    },
 )
-async def export_products(products: ServiceDep) -> StreamingResponse:
+async def export_products(products: ServiceDep, stream: StreamSlotDep) -> StreamingResponse:
     # Once the 200 is sent, an outage could only cut the file short: it answers 503 instead.
     await products.ensure_reachable()
-    return StreamingResponse(
+    return stream.response(
         products.export_csv(),
         media_type="text/csv",
         headers={"Content-Disposition": 'attachment; filename="products.csv"'},
