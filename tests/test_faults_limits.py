@@ -14,13 +14,16 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from conftest import Projects
-from support import ServiceProcess
-from test_faults import ENVELOPE
-from variants import DEFAULT
+from support import RedisServer, ServiceProcess, run
+from test_faults import ENVELOPE, PRODUCT, postgres_server, throwaway_database
+from variants import DEFAULT, POSTGRES_MEMORY, SQLITE_REDIS
+
+__all__ = ["postgres_server"]  # a fixture, used by name
 
 CLIENT_TIMEOUT = 10.0
 
@@ -328,3 +331,187 @@ def test_past_the_connection_cap_requests_get_503_until_slots_free(
     assert probes == [200, 200, 200]
     assert served_again < HEAD_TIMEOUT + 2
     assert after == [200] * OVER_CAP_REQUESTS
+
+
+# 9. Redis under pressure, a flood of reads of one product
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.kill()
+
+
+CONCURRENT_READS = 150
+READ_ROUNDS = 3
+
+
+async def concurrent_reads(url: str, path: str) -> Counter[str]:
+    """READ_ROUNDS rounds of CONCURRENT_READS reads of one path at once, each on its own
+    connection; counts the answers by status and X-Cache."""
+    answers: Counter[str] = Counter()
+    limits = httpx.Limits(max_connections=CONCURRENT_READS)
+    async with httpx.AsyncClient(base_url=url, timeout=CLIENT_TIMEOUT, limits=limits) as client:
+        for _ in range(READ_ROUNDS):
+            responses = await asyncio.gather(*(client.get(path) for _ in range(CONCURRENT_READS)))
+            answers.update(f"{r.status_code} {r.headers.get('x-cache', '-')}" for r in responses)
+    return answers
+
+
+@pytest.mark.xdist_group(SQLITE_REDIS.id)
+def test_more_reads_at_once_than_redis_connections_wait_for_one_instead_of_bypassing_the_cache(
+    projects: Projects, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    project = projects.installed(SQLITE_REDIS)
+    service = ServiceProcess(
+        project,
+        SQLITE_REDIS.package,
+        tmp_path / "service.log",
+        APP_LOG_FORMAT="json",
+        APP_REDIS_URL=redis_server.url,
+        APP_DATABASE_URL=sqlite_url(tmp_path),
+    )
+    with running(service):
+        product = httpx.post(f"{service.url}/api/v1/products", json=PRODUCT).json()
+        one = f"/api/v1/products/{product['id']}"
+        warm = httpx.get(f"{service.url}{one}")
+        started = time.monotonic()
+        answers = asyncio.run(concurrent_reads(service.url, one))
+        seconds = time.monotonic() - started
+    bypassed = service.output.count("serving without the cache")
+
+    print(
+        f"\n{READ_ROUNDS} rounds of {CONCURRENT_READS} reads at once of one cached product "
+        f"(Redis pool of 100 per worker) in {seconds:.2f}s: {dict(sorted(answers.items()))} "
+        f"(MISS: a database read); {bypassed} Redis failures logged"
+    )
+    assert warm.headers["x-cache"] == "MISS"
+    assert answers == {"200 HIT": READ_ROUNDS * CONCURRENT_READS}
+    assert bypassed == 0
+
+
+PRODUCT_SCANS = """
+import asyncio, sys
+import asyncpg
+
+async def main():
+    connection = await asyncpg.connect(sys.argv[1])
+    print(await connection.fetchval(
+        "SELECT seq_scan + coalesce(idx_scan, 0) FROM pg_stat_user_tables"
+        " WHERE relname = 'products'"
+    ))
+    await connection.close()
+
+asyncio.run(main())
+"""
+
+FLOOD_READS = 2000
+FLOOD_CONCURRENCY = 100
+
+
+async def flood(url: str, path: str, reads: int) -> tuple[Counter[int], float]:
+    """`reads` reads of one path, FLOOD_CONCURRENCY at a time; their statuses (0: the connection
+    broke), and seconds."""
+    statuses: Counter[int] = Counter()
+    limits = httpx.Limits(max_connections=FLOOD_CONCURRENCY)
+    started = time.monotonic()
+    async with httpx.AsyncClient(base_url=url, timeout=CLIENT_TIMEOUT, limits=limits) as client:
+        queue = iter(range(reads))
+
+        async def reader() -> None:
+            for _ in queue:
+                try:
+                    statuses[(await client.get(path)).status_code] += 1
+                except httpx.TransportError:
+                    statuses[0] += 1  # the connection broke
+
+        await asyncio.gather(*(reader() for _ in range(FLOOD_CONCURRENCY)))
+    return statuses, time.monotonic() - started
+
+
+@dataclass
+class Timeline:
+    """Reads of one id while it is created: when each was sent and what it answered."""
+
+    reads: list[tuple[float, int]] = field(default_factory=list)
+    created_at: float | None = None
+    created_id: int | None = None
+
+    def stale(self) -> int:
+        """Reads sent after the creation had answered that still answered 404."""
+        at = self.created_at
+        return sum(
+            1 for sent, status in self.reads if at is not None and sent > at and status == 404
+        )
+
+
+async def create_during_a_flood(url: str, path: str, seconds: float) -> Timeline:
+    timeline = Timeline()
+    limits = httpx.Limits(max_connections=FLOOD_CONCURRENCY + 1)
+    async with httpx.AsyncClient(base_url=url, timeout=CLIENT_TIMEOUT, limits=limits) as client:
+        deadline = time.monotonic() + seconds
+
+        async def reader() -> None:
+            while time.monotonic() < deadline:
+                sent = time.monotonic()
+                timeline.reads.append((sent, (await client.get(path)).status_code))
+
+        async def creator() -> None:
+            await asyncio.sleep(seconds / 2)
+            product = {**PRODUCT, "sku": "FL-0000-002"}
+            created = await client.post("/api/v1/products", json=product)
+            timeline.created_at = time.monotonic()
+            timeline.created_id = created.json()["id"]
+
+        await asyncio.gather(creator(), *(reader() for _ in range(FLOOD_CONCURRENCY)))
+    return timeline
+
+
+@pytest.mark.xdist_group(POSTGRES_MEMORY.id)
+def test_a_flood_of_reads_of_a_missing_product_costs_the_database_a_few_queries(
+    projects: Projects, postgres_server: str, tmp_path: Path
+) -> None:
+    project = projects.installed(POSTGRES_MEMORY)
+    python = project / ".venv" / "bin" / "python"
+    with throwaway_database(project, postgres_server) as database:
+        credentials, _, address = urlsplit(postgres_server).netloc.rpartition("@")
+        at = f"{credentials}@" if credentials else ""
+        service = ServiceProcess(
+            project,
+            POSTGRES_MEMORY.package,
+            tmp_path / "service.log",
+            APP_ENVIRONMENT="development",
+            APP_LOG_FORMAT="json",
+            APP_DATABASE_URL=f"postgresql+asyncpg://{at}{address}/{database}",
+        )
+        with running(service):
+            # The database numbers ids from 1: the first product created gets id 1.
+            missing, flood_seconds = asyncio.run(
+                flood(service.url, "/api/v1/products/1", FLOOD_READS)
+            )
+            created = httpx.post(f"{service.url}/api/v1/products", json=PRODUCT).json()
+            right_after = httpx.get(f"{service.url}/api/v1/products/{created['id']}")
+            timeline = asyncio.run(create_during_a_flood(service.url, "/api/v1/products/2", 2.0))
+            settled = httpx.get(f"{service.url}/api/v1/products/2")
+        # The service's connections are closed now: the server has counted all their reads.
+        dsn = f"postgresql://{at}{address}/{database}"
+        scans = int(run([python, "-c", PRODUCT_SCANS, dsn], project).stdout.strip())
+
+    reads = len(timeline.reads) + FLOOD_READS + 2
+    print(
+        f"\n{FLOOD_READS} reads of a missing product, {FLOOD_CONCURRENCY} at a time, in "
+        f"{flood_seconds:.2f}s: {dict(missing)}; the product then created with that id read "
+        f"{right_after.status_code} at once; {len(timeline.reads)} reads of the next id during "
+        f"2s while it was created (id {timeline.created_id}): {timeline.stale()} sent after the "
+        f"creation had answered still read 404, then {settled.status_code}; the products table "
+        f"was read {scans} times for {reads} reads of a product"
+    )
+    assert missing == {404: FLOOD_READS}
+    assert created["id"] == 1
+    assert right_after.status_code == 200
+    assert timeline.created_id == 2
+    assert settled.status_code == 200
+    # Without sharing, every read is one (the database's own statistics may count a little over).
+    assert scans < reads * 0.8
