@@ -407,7 +407,7 @@ async def main():
 asyncio.run(main())
 """
 
-FLOOD_READS = 2000
+FLOOD_READS = 1000
 FLOOD_CONCURRENCY = 100
 
 
@@ -470,7 +470,7 @@ async def create_during_a_flood(url: str, path: str, seconds: float) -> Timeline
 
 
 @pytest.mark.xdist_group(POSTGRES_MEMORY.id)
-def test_a_flood_of_reads_of_a_missing_product_costs_the_database_a_few_queries(
+def test_reads_of_a_missing_product_at_once_share_their_database_queries(
     projects: Projects, postgres_server: str, tmp_path: Path
 ) -> None:
     project = projects.installed(POSTGRES_MEMORY)
