@@ -1,11 +1,13 @@
 """What one client can hold: the size and the time a request's head may take, and the cap on
-connections, enforced by uvicorn's httptools protocol with two additions.
+connections, enforced by uvicorn's httptools protocol with a few additions.
 
 httptools has no limit on a request head and builds a long header by repeated concatenation: a
 100 MB header held the event loop for 27 s. uvicorn times out idle keep-alive connections only
 after a response, so a client that connects and never finishes its head holds its connection
 (and a slot under the cap) forever. Here a head larger than `max_header_bytes` is answered 431
 as soon as it is, and a head not complete within `header_timeout_seconds` closes the connection.
+Past the cap (uvicorn's `limit_concurrency`) the 503 carries the error envelope, and the health
+checks are still served.
 """
 
 import asyncio
