@@ -132,7 +132,8 @@ BASE_DEPENDENCIES = [
     "pydantic>=2.9",
     "pydantic-settings>=2.7",
     "starlette>=0.40",
-    "uvicorn[standard]>=0.32",
+    # 0.45: server.py's protocol hooks the start of each request's task (`_start_asgi_task`).
+    "uvicorn[standard]>=0.45",
 ]
 DATABASE_DEPENDENCIES = ["alembic>=1.14", "anyio>=4.6", "sqlalchemy[asyncio]>=2.0.36"]
 DATABASE_DRIVERS = {"sqlite": "aiosqlite>=0.20", "postgresql": "asyncpg>=0.30"}

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from .config import Settings, describe_errors, get_settings
 from .logging import configure_logging
 from .main import FEATURES
+from .server import connection_options
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ def main() -> None:
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=settings.graceful_timeout,
+        **connection_options(settings),
     )
 
 

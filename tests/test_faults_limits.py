@@ -1,0 +1,517 @@
+"""Layer 4, limits: what one client can hold, and what a flood of reads costs the database.
+
+Each test starts a rendered service as a process, attacks it over 127.0.0.1 with a bounded
+number of connections for a bounded time, and prints its figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from conftest import Projects
+from support import RedisServer, ServiceProcess, run
+from test_faults import ENVELOPE, PRODUCT, postgres_server, throwaway_database
+from variants import DEFAULT, POSTGRES_MEMORY, SQLITE_REDIS
+
+__all__ = ["postgres_server"]  # a fixture, used by name
+
+CLIENT_TIMEOUT = 10.0
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
+
+
+@contextlib.contextmanager
+def running(service: ServiceProcess) -> Iterator[ServiceProcess]:
+    """The service, live; killed at the end if SIGTERM did not stop it (a blocked event loop)."""
+    try:
+        service.wait_until_live()
+        yield service
+    finally:
+        try:
+            service.stop(seconds=15)
+        finally:
+            if service.process.poll() is None:
+                service.process.kill()
+                service.process.wait()
+
+
+# 7. What one client can hold
+
+
+@dataclass
+class Probe:
+    """Liveness requests one after another on one connection, timed, while something happens."""
+
+    url: str
+    latencies: list[float] = field(default_factory=list)
+    failures: int = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with httpx.AsyncClient(base_url=self.url, timeout=CLIENT_TIMEOUT) as client:
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    (await client.get("/health/live")).raise_for_status()
+                except httpx.HTTPError:
+                    self.failures += 1
+                self.latencies.append(time.monotonic() - started)
+                await asyncio.sleep(0.02)
+
+    def describe(self) -> str:
+        if not self.latencies:
+            return "no probe answered"
+        return (
+            f"{len(self.latencies)} probes, median {statistics.median(self.latencies) * 1000:.1f} "
+            f"ms, max {max(self.latencies) * 1000:.1f} ms, {self.failures} failed"
+        )
+
+
+HUGE_HEADER_BYTES = 100 * 1024 * 1024
+HUGE_HEADER_CLIENTS = 5
+CHUNK = b"a" * 65_536
+
+
+async def send_huge_header(port: int) -> tuple[str, float]:
+    """A request whose one header grows to HUGE_HEADER_BYTES; returns the status line the server
+    answered (or how the connection ended) and the seconds until then."""
+    started = time.monotonic()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def feed() -> None:
+        writer.write(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Huge: ")
+        for _ in range(HUGE_HEADER_BYTES // len(CHUNK)):
+            writer.write(CHUNK)
+            await writer.drain()
+        writer.write(b"\r\n\r\n")
+        await writer.drain()
+
+    feeding = asyncio.create_task(feed())
+    try:
+        line = await asyncio.wait_for(reader.readline(), CLIENT_TIMEOUT)
+        outcome = line.decode("latin-1").strip() or "closed without an answer"
+    except TimeoutError:
+        outcome = f"no answer in {CLIENT_TIMEOUT:.0f}s"
+    except ConnectionError:
+        outcome = "reset without an answer"
+    seconds = time.monotonic() - started
+    feeding.cancel()
+    with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+        await feeding
+    writer.transport.abort()
+    return outcome, seconds
+
+
+async def huge_headers_while_probing(url: str, port: int) -> tuple[list[tuple[str, float]], Probe]:
+    probe = Probe(url)
+    stop = asyncio.Event()
+    probing = asyncio.create_task(probe.run(stop))
+    await asyncio.sleep(0.3)  # a few probes before, for comparison
+    results = await asyncio.gather(*(send_huge_header(port) for _ in range(HUGE_HEADER_CLIENTS)))
+    await asyncio.sleep(0.3)
+    stop.set()
+    await probing
+    return list(results), probe
+
+
+@pytest.mark.xdist_group(DEFAULT.id)
+def test_huge_headers_are_refused_at_once_and_the_loop_keeps_serving(
+    projects: Projects, tmp_path: Path
+) -> None:
+    project = projects.installed(DEFAULT)
+    service = ServiceProcess(
+        project,
+        DEFAULT.package,
+        tmp_path / "service.log",
+        APP_LOG_FORMAT="json",
+        APP_DATABASE_URL=sqlite_url(tmp_path),
+    )
+    with running(service):
+        rss_before = service.rss_kib()
+        results, probe = asyncio.run(huge_headers_while_probing(service.url, service.port))
+        peak = service.peak_rss_kib()
+        rss_after = service.rss_kib()
+        after = httpx.get(f"{service.url}/health/live", timeout=CLIENT_TIMEOUT)
+
+    slowest = max(seconds for _, seconds in results)
+    print(
+        f"\n{HUGE_HEADER_CLIENTS} requests at once, each with a "
+        f"{HUGE_HEADER_BYTES // 2**20} MB header: "
+        + ", ".join(f"{outcome!r} in {seconds:.3f}s" for outcome, seconds in results)
+        + f"; liveness meanwhile: {probe.describe()}; RSS {rss_before // 1024} MB before, "
+        f"peak {peak // 1024} MB, {rss_after // 1024} MB after"
+    )
+    for outcome, _ in results:
+        assert outcome.startswith("HTTP/1.1 431"), outcome
+    assert slowest < 2
+    assert probe.failures == 0
+    assert max(probe.latencies) < 0.5
+    assert peak - rss_before < 50 * 1024
+    assert after.status_code == 200
+
+
+HEAD_TIMEOUT = 1.0
+KEEP_ALIVE_TIMEOUT = 1
+SILENT = 100
+SLOW = 100
+IDLE = 20
+WATCH_SECONDS = 6.0
+
+
+async def held_until_closed(port: int, kind: str) -> tuple[str, float | None, bytes]:
+    """Opens a connection and behaves as `kind`: returns the kind, the seconds until the server
+    closed it (None: still open after WATCH_SECONDS), and what the server sent before that.
+
+    silent: connects and sends nothing; slow: sends a request's head a header every 0.3 s and
+    never ends it; idle: one whole request, then nothing (the clock starts at its answer).
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    started = time.monotonic()
+    received = b""
+    if kind == "idle":
+        writer.write(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        received = await asyncio.wait_for(reader.readuntil(b"}"), CLIENT_TIMEOUT)
+        started = time.monotonic()
+
+    async def trickle() -> None:
+        writer.write(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        for index in range(int(WATCH_SECONDS / 0.3) + 1):
+            writer.write(f"X-Slow-{index}: a\r\n".encode())
+            await asyncio.sleep(0.3)
+
+    trickling = asyncio.create_task(trickle()) if kind == "slow" else None
+    closed_after: float | None = None
+    try:
+        while data := await asyncio.wait_for(reader.read(65_536), WATCH_SECONDS):
+            received += data
+        closed_after = time.monotonic() - started
+    except TimeoutError:
+        pass
+    except ConnectionError:
+        closed_after = time.monotonic() - started
+    if trickling is not None:
+        trickling.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await trickling
+    writer.transport.abort()
+    return kind, closed_after, received
+
+
+async def slow_and_idle_connections(
+    url: str, port: int
+) -> tuple[list[tuple[str, float | None, bytes]], Probe]:
+    probe = Probe(url)
+    stop = asyncio.Event()
+    probing = asyncio.create_task(probe.run(stop))
+    kinds = ["silent"] * SILENT + ["slow"] * SLOW + ["idle"] * IDLE
+    results = await asyncio.gather(*(held_until_closed(port, kind) for kind in kinds))
+    stop.set()
+    await probing
+    return list(results), probe
+
+
+@pytest.mark.xdist_group(DEFAULT.id)
+def test_incomplete_and_idle_connections_are_closed_after_their_timeout(
+    projects: Projects, tmp_path: Path
+) -> None:
+    project = projects.installed(DEFAULT)
+    service = ServiceProcess(
+        project,
+        DEFAULT.package,
+        tmp_path / "service.log",
+        APP_LOG_FORMAT="json",
+        APP_DATABASE_URL=sqlite_url(tmp_path),
+        APP_HEADER_TIMEOUT_SECONDS=str(HEAD_TIMEOUT),
+        APP_KEEP_ALIVE_TIMEOUT_SECONDS=str(KEEP_ALIVE_TIMEOUT),
+    )
+    with running(service):
+        results, probe = asyncio.run(slow_and_idle_connections(service.url, service.port))
+
+    closed: Counter[str] = Counter()
+    slowest: dict[str, float] = {}
+    answers: Counter[str] = Counter()
+    for kind, closed_after, received in results:
+        if closed_after is not None:
+            closed[kind] += 1
+            slowest[kind] = max(slowest.get(kind, 0.0), closed_after)
+        if kind == "slow":
+            answers[received.split(b"\r\n", 1)[0].decode("latin-1") or "nothing"] += 1
+    totals = Counter(kind for kind, _, _ in results)
+    print(
+        f"\nheader timeout {HEAD_TIMEOUT}s, keep-alive timeout {KEEP_ALIVE_TIMEOUT}s, watched "
+        f"{WATCH_SECONDS}s: "
+        + ", ".join(
+            f"{kind} {closed[kind]}/{totals[kind]} closed"
+            + (f" (the last after {slowest[kind]:.2f}s)" if kind in slowest else "")
+            for kind in ("silent", "slow", "idle")
+        )
+        + f"; the slow ones were answered {dict(answers)}; liveness meanwhile: {probe.describe()}"
+    )
+    assert closed == totals
+    assert max(slowest.values()) < HEAD_TIMEOUT + 1.5
+    assert answers == {"HTTP/1.1 408 Request Timeout": SLOW}
+    assert probe.failures == 0
+
+
+CAP = 50
+HOLDERS = 60
+OVER_CAP_REQUESTS = 20
+
+
+async def past_the_cap(
+    url: str, port: int
+) -> tuple[list[httpx.Response], list[int], list[int], float]:
+    """HOLDERS connections that hold slots with an unfinished head, then requests from others;
+    then requests again once the header timeout has closed the holders."""
+    holders = [await asyncio.open_connection("127.0.0.1", port) for _ in range(HOLDERS)]
+    for _, writer in holders:
+        writer.write(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    await asyncio.sleep(0.2)
+    limits = httpx.Limits(max_connections=OVER_CAP_REQUESTS)
+    async with httpx.AsyncClient(base_url=url, timeout=CLIENT_TIMEOUT, limits=limits) as client:
+        refused = await asyncio.gather(
+            *(client.get("/api/v1/products") for _ in range(OVER_CAP_REQUESTS))
+        )
+        probes = [(await client.get("/health/live")).status_code for _ in range(3)]
+        started = time.monotonic()
+        while True:
+            response = await client.get("/api/v1/products")
+            if response.status_code == 200 or time.monotonic() - started > 2 * HEAD_TIMEOUT + 3:
+                break
+            await asyncio.sleep(0.1)
+        served_again = time.monotonic() - started
+        after = await asyncio.gather(
+            *(client.get("/api/v1/products") for _ in range(OVER_CAP_REQUESTS))
+        )
+    for _, writer in holders:
+        writer.transport.abort()
+    return list(refused), probes, [r.status_code for r in after], served_again
+
+
+@pytest.mark.xdist_group(DEFAULT.id)
+def test_past_the_connection_cap_requests_get_503_until_slots_free(
+    projects: Projects, tmp_path: Path
+) -> None:
+    project = projects.installed(DEFAULT)
+    service = ServiceProcess(
+        project,
+        DEFAULT.package,
+        tmp_path / "service.log",
+        APP_LOG_FORMAT="json",
+        APP_DATABASE_URL=sqlite_url(tmp_path),
+        APP_MAX_CONNECTIONS=str(CAP),
+        APP_HEADER_TIMEOUT_SECONDS=str(HEAD_TIMEOUT),
+    )
+    with running(service):
+        refused, probes, after, served_again = asyncio.run(past_the_cap(service.url, service.port))
+
+    statuses = Counter(response.status_code for response in refused)
+    print(
+        f"\nconnection cap {CAP}, {HOLDERS} connections holding an unfinished head: "
+        f"{OVER_CAP_REQUESTS} requests from other clients answered {dict(statuses)}; "
+        f"/health/live {probes}; served again {served_again:.2f}s later (header timeout "
+        f"{HEAD_TIMEOUT}s), then {OVER_CAP_REQUESTS} requests answered {dict(Counter(after))}"
+    )
+    assert statuses == {503: OVER_CAP_REQUESTS}
+    for response in refused:
+        assert response.json().keys() >= ENVELOPE
+        assert response.json()["error"] == "SERVICE_UNAVAILABLE"
+        assert response.headers["retry-after"] == "1"
+    assert probes == [200, 200, 200]
+    assert served_again < HEAD_TIMEOUT + 2
+    assert after == [200] * OVER_CAP_REQUESTS
+
+
+# 9. Redis under pressure, a flood of reads of one product
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.kill()
+
+
+CONCURRENT_READS = 150
+READ_ROUNDS = 3
+
+
+async def concurrent_reads(url: str, path: str) -> Counter[str]:
+    """READ_ROUNDS rounds of CONCURRENT_READS reads of one path at once, each on its own
+    connection; counts the answers by status and X-Cache."""
+    answers: Counter[str] = Counter()
+    limits = httpx.Limits(max_connections=CONCURRENT_READS)
+    async with httpx.AsyncClient(base_url=url, timeout=CLIENT_TIMEOUT, limits=limits) as client:
+        for _ in range(READ_ROUNDS):
+            responses = await asyncio.gather(*(client.get(path) for _ in range(CONCURRENT_READS)))
+            answers.update(f"{r.status_code} {r.headers.get('x-cache', '-')}" for r in responses)
+    return answers
+
+
+@pytest.mark.xdist_group(SQLITE_REDIS.id)
+def test_more_reads_at_once_than_redis_connections_wait_for_one_instead_of_bypassing_the_cache(
+    projects: Projects, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    project = projects.installed(SQLITE_REDIS)
+    service = ServiceProcess(
+        project,
+        SQLITE_REDIS.package,
+        tmp_path / "service.log",
+        APP_LOG_FORMAT="json",
+        APP_REDIS_URL=redis_server.url,
+        APP_DATABASE_URL=sqlite_url(tmp_path),
+    )
+    with running(service):
+        product = httpx.post(f"{service.url}/api/v1/products", json=PRODUCT).json()
+        one = f"/api/v1/products/{product['id']}"
+        warm = httpx.get(f"{service.url}{one}")
+        started = time.monotonic()
+        answers = asyncio.run(concurrent_reads(service.url, one))
+        seconds = time.monotonic() - started
+    bypassed = service.output.count("serving without the cache")
+
+    print(
+        f"\n{READ_ROUNDS} rounds of {CONCURRENT_READS} reads at once of one cached product "
+        f"(Redis pool of 100 per worker) in {seconds:.2f}s: {dict(sorted(answers.items()))} "
+        f"(MISS: a database read); {bypassed} Redis failures logged"
+    )
+    assert warm.headers["x-cache"] == "MISS"
+    assert answers == {"200 HIT": READ_ROUNDS * CONCURRENT_READS}
+    assert bypassed == 0
+
+
+PRODUCT_SCANS = """
+import asyncio, sys
+import asyncpg
+
+async def main():
+    connection = await asyncpg.connect(sys.argv[1])
+    print(await connection.fetchval(
+        "SELECT seq_scan + coalesce(idx_scan, 0) FROM pg_stat_user_tables"
+        " WHERE relname = 'products'"
+    ))
+    await connection.close()
+
+asyncio.run(main())
+"""
+
+FLOOD_READS = 1000
+FLOOD_CONCURRENCY = 100
+
+
+async def flood(url: str, path: str, reads: int) -> tuple[Counter[int], float]:
+    """`reads` reads of one path, FLOOD_CONCURRENCY at a time; their statuses (0: the connection
+    broke), and seconds."""
+    statuses: Counter[int] = Counter()
+    limits = httpx.Limits(max_connections=FLOOD_CONCURRENCY)
+    started = time.monotonic()
+    async with httpx.AsyncClient(base_url=url, timeout=CLIENT_TIMEOUT, limits=limits) as client:
+        queue = iter(range(reads))
+
+        async def reader() -> None:
+            for _ in queue:
+                try:
+                    statuses[(await client.get(path)).status_code] += 1
+                except httpx.TransportError:
+                    statuses[0] += 1  # the connection broke
+
+        await asyncio.gather(*(reader() for _ in range(FLOOD_CONCURRENCY)))
+    return statuses, time.monotonic() - started
+
+
+@dataclass
+class Timeline:
+    """Reads of one id while it is created: when each was sent and what it answered."""
+
+    reads: list[tuple[float, int]] = field(default_factory=list)
+    created_at: float | None = None
+    created_id: int | None = None
+
+    def stale(self) -> int:
+        """Reads sent after the creation had answered that still answered 404."""
+        at = self.created_at
+        return sum(
+            1 for sent, status in self.reads if at is not None and sent > at and status == 404
+        )
+
+
+async def create_during_a_flood(url: str, path: str, seconds: float) -> Timeline:
+    timeline = Timeline()
+    limits = httpx.Limits(max_connections=FLOOD_CONCURRENCY + 1)
+    async with httpx.AsyncClient(base_url=url, timeout=CLIENT_TIMEOUT, limits=limits) as client:
+        deadline = time.monotonic() + seconds
+
+        async def reader() -> None:
+            while time.monotonic() < deadline:
+                sent = time.monotonic()
+                timeline.reads.append((sent, (await client.get(path)).status_code))
+
+        async def creator() -> None:
+            await asyncio.sleep(seconds / 2)
+            product = {**PRODUCT, "sku": "FL-0000-002"}
+            created = await client.post("/api/v1/products", json=product)
+            timeline.created_at = time.monotonic()
+            timeline.created_id = created.json()["id"]
+
+        await asyncio.gather(creator(), *(reader() for _ in range(FLOOD_CONCURRENCY)))
+    return timeline
+
+
+@pytest.mark.xdist_group(POSTGRES_MEMORY.id)
+def test_reads_of_a_missing_product_at_once_share_their_database_queries(
+    projects: Projects, postgres_server: str, tmp_path: Path
+) -> None:
+    project = projects.installed(POSTGRES_MEMORY)
+    python = project / ".venv" / "bin" / "python"
+    with throwaway_database(project, postgres_server) as database:
+        credentials, _, address = urlsplit(postgres_server).netloc.rpartition("@")
+        at = f"{credentials}@" if credentials else ""
+        service = ServiceProcess(
+            project,
+            POSTGRES_MEMORY.package,
+            tmp_path / "service.log",
+            APP_ENVIRONMENT="development",
+            APP_LOG_FORMAT="json",
+            APP_DATABASE_URL=f"postgresql+asyncpg://{at}{address}/{database}",
+        )
+        with running(service):
+            # The database numbers ids from 1: the first product created gets id 1.
+            missing, flood_seconds = asyncio.run(
+                flood(service.url, "/api/v1/products/1", FLOOD_READS)
+            )
+            created = httpx.post(f"{service.url}/api/v1/products", json=PRODUCT).json()
+            right_after = httpx.get(f"{service.url}/api/v1/products/{created['id']}")
+            timeline = asyncio.run(create_during_a_flood(service.url, "/api/v1/products/2", 2.0))
+            settled = httpx.get(f"{service.url}/api/v1/products/2")
+        # The service's connections are closed now: the server has counted all their reads.
+        dsn = f"postgresql://{at}{address}/{database}"
+        scans = int(run([python, "-c", PRODUCT_SCANS, dsn], project).stdout.strip())
+
+    reads = len(timeline.reads) + FLOOD_READS + 2
+    print(
+        f"\n{FLOOD_READS} reads of a missing product, {FLOOD_CONCURRENCY} at a time, in "
+        f"{flood_seconds:.2f}s: {dict(missing)}; the product then created with that id read "
+        f"{right_after.status_code} at once; {len(timeline.reads)} reads of the next id during "
+        f"2s while it was created (id {timeline.created_id}): {timeline.stale()} sent after the "
+        f"creation had answered still read 404, then {settled.status_code}; the products table "
+        f"was read {scans} times for {reads} reads of a product"
+    )
+    assert missing == {404: FLOOD_READS}
+    assert created["id"] == 1
+    assert right_after.status_code == 200
+    assert timeline.created_id == 2
+    assert settled.status_code == 200
+    # Without sharing, every read is one (the database's own statistics may count a little over).
+    assert scans < reads * 0.8
