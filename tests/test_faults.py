@@ -333,6 +333,8 @@ def test_sigterm_mid_burst_finishes_every_accepted_request_then_exits_0(
         APP_DATABASE_URL=f"sqlite+aiosqlite:///{database}",
         APP_LOG_FORMAT="json",
         APP_GRACEFUL_TIMEOUT=str(GRACE_SECONDS),
+        # Every export of the burst served (the cap on streams is tests/test_faults_export.py's).
+        APP_MAX_STREAMS=str(BURST),
         # Unclosed sockets and files say so in the log.
         PYTHONWARNINGS="default::ResourceWarning",
     )
