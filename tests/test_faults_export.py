@@ -41,7 +41,7 @@ READER_RECEIVE_BUFFER = 4096
 SEND_TIMEOUT = 2.0
 # Longer than the send timeout: the service gives up on the reader before it reads on.
 STALL_SECONDS = 8.0
-READS = 300
+READS = 600
 READ_CONCURRENCY = 4
 # A bound on each measurement: reads that queue for the pool take seconds each.
 READ_SECONDS = 15.0
@@ -244,26 +244,31 @@ def test_slow_export_readers_do_not_starve_the_other_routes(
             finally:
                 stop_file.touch()
                 watched = json.loads(watcher.communicate(timeout=30)[0])
+            # Again once the readers are gone: the machine's other load (the suite's other
+            # worker) moves a p99 of a few hundred reads by itself, so the readers' effect is judged
+            # against the slower of the two runs without them.
+            after, after_statuses = asyncio.run(read_latencies(service.url, ids(500, READS)))
         output = service.stop()
 
-    ratio = p99(loaded) / p99(alone)
+    baseline = max(p99(alone), p99(after))
+    ratio = p99(loaded) / baseline
     refusals = ", ".join(f"{n} {status} {code}" for (status, code), n in reads.refusals.items())
     complete = sum(whole for _, whole in reads.exports)
     most_received = max((received for received, _ in reads.exports), default=0)
     print(
         f"\n{SLOW_READERS} slow export readers ({ROWS} rows, {export_bytes} bytes of CSV; each "
         f"read 64 bytes then stalled {STALL_SECONDS}s; pool 10, send timeout {SEND_TIMEOUT}s): "
-        f"uncached product reads p99 {p99(alone) * 1000:.1f} ms alone, "
-        f"{p99(loaded) * 1000:.1f} ms with the readers (ratio {ratio:.2f}; {len(alone)} and "
-        f"{len(loaded)} reads, "
-        f"{READ_CONCURRENCY} at a time; statuses {dict(alone_statuses)} and "
-        f"{dict(loaded_statuses)}); exports answered {dict(reads.statuses)}; refused with the "
+        f"uncached product reads p99 {p99(alone) * 1000:.1f} ms alone before and "
+        f"{p99(after) * 1000:.1f} ms after, {p99(loaded) * 1000:.1f} ms with the readers (ratio "
+        f"to the slower alone {ratio:.2f}; {len(alone)}, {len(after)} and {len(loaded)} reads, "
+        f"{READ_CONCURRENCY} at a time; statuses {dict(alone_statuses)}, {dict(after_statuses)} "
+        f"and {dict(loaded_statuses)}); exports answered {dict(reads.statuses)}; refused with the "
         f"envelope: {refusals or 'none'} ({reads.refused_without_envelope} without it); "
         f"{len(reads.exports)} exports started, {complete} ended complete, the most any got "
         f"{most_received} bytes; the longest an export held its database connection "
         f"{watched['longest']:.2f}s, at most {watched['most_open']} held at once"
     )
-    assert set(alone_statuses) == {200}
+    assert set(alone_statuses) == set(after_statuses) == {200}
     assert set(loaded_statuses) == {200}
     assert ratio <= 2.0
     assert reads.refusals

@@ -45,7 +45,9 @@ def csv_chunk(rows: Iterable[Sequence[Any]]) -> str:
 
 
 class ProductService:
-    export_batch_size = 1000
+    # Each batch holds the event loop while it becomes CSV, and the other routes may wait for
+    # one batch: small batches keep that wait short.
+    export_batch_size = 500
 
     def __init__(self, repository: ProductRepository) -> None:
         self._repository = repository
