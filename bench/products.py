@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -125,8 +124,7 @@ def asyncpg_url(url: str) -> str:
 def throwaway_database(project: Project, server: str, name: str) -> Iterator[str]:
     """A new database on the PostgreSQL `server`, dropped afterwards; yields its URL."""
     with harness.throwaway_database(project.path, server, f"bench_{name}") as database:
-        parts = urlsplit(server)
-        yield urlunsplit(parts._replace(path=f"/{database}"))
+        yield harness.database_url(server, database, scheme="postgresql")
 
 
 TIMESTAMP = re.compile(rb'"(created|updated)_at":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z"')

@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 from uuid import uuid4
 
 from pytest_copie.plugin import Copie
@@ -68,6 +69,16 @@ def seed_products(project: Path, package: str, total: int, database_url: str) ->
         check=True,
         timeout=900,
     )
+
+
+def database_url(
+    server: str, database: str, *, scheme: str = "postgresql+asyncpg", address: str = ""
+) -> str:
+    """The URL of `database` on the PostgreSQL `server` (a URL), with the server's credentials,
+    under `scheme`, at `address` (`host:port`, a proxy's say) or else the server's own."""
+    credentials, _, server_address = urlsplit(server).netloc.rpartition("@")
+    at = f"{credentials}@" if credentials else ""
+    return f"{scheme}://{at}{address or server_address}/{database}"
 
 
 # Run with a render's own interpreter, whose environment has the PostgreSQL driver.

@@ -26,7 +26,7 @@ from conftest import Projects
 from support import RedisServer, ServiceProcess, TcpProxy
 from variants import DEFAULT, POSTGRES_MEMORY, SQLITE_REDIS
 
-from harness import seed_products, throwaway_database
+from harness import database_url, seed_products, throwaway_database
 
 PRODUCT = {"name": "Kettle", "price": "19.90", "category_id": 1, "sku": "KT-2048-001"}
 ENVELOPE = {"error", "detail", "request_id"}
@@ -189,9 +189,7 @@ def database_proxy(postgres_server: str) -> Iterator[TcpProxy]:
 
 def through_proxy(server: str, proxy: TcpProxy, database: str) -> str:
     """The service's database URL: `database` on the server, reached through the proxy."""
-    credentials, _, _ = urlsplit(server).netloc.rpartition("@")
-    at = f"{credentials}@" if credentials else ""
-    return f"postgresql+asyncpg://{at}127.0.0.1:{proxy.port}/{database}"
+    return database_url(server, database, address=f"127.0.0.1:{proxy.port}")
 
 
 @pytest.mark.xdist_group(POSTGRES_MEMORY.id)

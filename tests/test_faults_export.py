@@ -18,7 +18,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import h11
 import httpx
@@ -28,7 +27,7 @@ from support import ServiceProcess
 from test_faults import ENVELOPE, postgres_server, throwaway_database
 from variants import POSTGRES_MEMORY
 
-from harness import seed_products
+from harness import database_url, seed_products
 
 __all__ = ["postgres_server"]  # a fixture, used by name
 
@@ -213,9 +212,7 @@ def test_slow_export_readers_do_not_starve_the_other_routes(
     project = projects.installed(POSTGRES_MEMORY)
     python = project / ".venv" / "bin" / "python"
     with throwaway_database(project, postgres_server) as database:
-        credentials, _, address = urlsplit(postgres_server).netloc.rpartition("@")
-        at = f"{credentials}@" if credentials else ""
-        url = f"postgresql+asyncpg://{at}{address}/{database}"
+        url = database_url(postgres_server, database)
         service = ServiceProcess(
             project,
             POSTGRES_MEMORY.package,
@@ -231,7 +228,8 @@ def test_slow_export_readers_do_not_starve_the_other_routes(
             asyncio.run(read_latencies(service.url, list(range(1, 51))))  # warm up
             alone, alone_statuses = asyncio.run(read_latencies(service.url, ids(100, READS)))
             stop_file = tmp_path / "stop-watching"
-            watch = [python, "-c", WATCH_TRANSACTIONS, f"postgresql://{at}{address}/{database}"]
+            dsn = database_url(postgres_server, database, scheme="postgresql")
+            watch = [python, "-c", WATCH_TRANSACTIONS, dsn]
             watcher = subprocess.Popen(
                 [*watch, stop_file],
                 stdout=subprocess.PIPE,

@@ -30,6 +30,8 @@ from support import RedisServer, ServiceProcess, TcpProxy
 from test_faults import ENVELOPE, PRODUCT, postgres_server, through_proxy, throwaway_database
 from variants import DEFAULT, POSTGRES_MEMORY, SELF_HOSTED_DOCS, SQLITE_REDIS
 
+from harness import database_url
+
 __all__ = ["postgres_server"]  # a fixture, used by name
 
 # What the service is told to wait for its database, at most, in these tests.
@@ -393,9 +395,7 @@ def test_writes_racing_on_postgresql_answer_404_or_409_never_5xx(
     project = projects.installed(POSTGRES_MEMORY)
     rounds = 160
     with throwaway_database(project, postgres_server) as database:
-        credentials, _, address = urlsplit(postgres_server).netloc.rpartition("@")
-        at = f"{credentials}@" if credentials else ""
-        url = f"postgresql+asyncpg://{at}{address}/{database}"
+        url = database_url(postgres_server, database)
         service_log = tmp_path / "service.log"
         outcomes = race_writes(
             project, POSTGRES_MEMORY.package, service_log, rounds, APP_DATABASE_URL=url

@@ -14,7 +14,6 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -22,6 +21,8 @@ from conftest import Projects
 from support import RedisServer, ServiceProcess, run
 from test_faults import ENVELOPE, PRODUCT, postgres_server, throwaway_database
 from variants import DEFAULT, POSTGRES_MEMORY, SQLITE_REDIS
+
+from harness import database_url
 
 __all__ = ["postgres_server"]  # a fixture, used by name
 
@@ -476,15 +477,13 @@ def test_reads_of_a_missing_product_at_once_share_their_database_queries(
     project = projects.installed(POSTGRES_MEMORY)
     python = project / ".venv" / "bin" / "python"
     with throwaway_database(project, postgres_server) as database:
-        credentials, _, address = urlsplit(postgres_server).netloc.rpartition("@")
-        at = f"{credentials}@" if credentials else ""
         service = ServiceProcess(
             project,
             POSTGRES_MEMORY.package,
             tmp_path / "service.log",
             APP_ENVIRONMENT="development",
             APP_LOG_FORMAT="json",
-            APP_DATABASE_URL=f"postgresql+asyncpg://{at}{address}/{database}",
+            APP_DATABASE_URL=database_url(postgres_server, database),
         )
         with running(service):
             # The database numbers ids from 1: the first product created gets id 1.
@@ -496,7 +495,7 @@ def test_reads_of_a_missing_product_at_once_share_their_database_queries(
             timeline = asyncio.run(create_during_a_flood(service.url, "/api/v1/products/2", 2.0))
             settled = httpx.get(f"{service.url}/api/v1/products/2")
         # The service's connections are closed now: the server has counted all their reads.
-        dsn = f"postgresql://{at}{address}/{database}"
+        dsn = database_url(postgres_server, database, scheme="postgresql")
         scans = int(run([python, "-c", PRODUCT_SCANS, dsn], project).stdout.strip())
 
     reads = len(timeline.reads) + FLOOD_READS + 2
