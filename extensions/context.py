@@ -128,7 +128,8 @@ def is_reserved_name(name: str) -> bool:
 
 
 BASE_DEPENDENCIES = [
-    "fastapi>=0.121",
+    # 0.165: features.add_routes passes on every option a path operation has (form limits).
+    "fastapi>=0.165",
     "pydantic>=2.9",
     "pydantic-settings>=2.7",
     "starlette>=0.40",

@@ -13,6 +13,7 @@ from .request_context import REQUEST_ID_HEADER, AccessLog, request_id_from, requ
 from .settings import CoreSettings
 
 CONTENT_LENGTH_HEADER = b"content-length"
+TRANSFER_ENCODING_HEADER = b"transfer-encoding"
 
 
 class RequestContextMiddleware:
@@ -62,6 +63,10 @@ class BodySizeLimitMiddleware:
             return
 
         declared = _declared_length(scope)
+        if declared is None and _header(scope, TRANSFER_ENCODING_HEADER) is None:
+            # Neither header: HTTP/1.1 says the request has no body (a GET, say).
+            await self.app(scope, receive, send)
+            return
         if declared is not None:
             # The server stops reading at Content-Length, so a body within it needs no counting.
             if declared > self.max_body_bytes:

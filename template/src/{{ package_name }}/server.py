@@ -95,11 +95,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.head_timeout = limits.header_timeout_seconds
         # Bytes received since the current head began; None while no head is being read.
         self.head_bytes: int | None = 0
+        # When the current head began (the loop's clock); None while no head is being read.
+        self.head_started: float | None = None
+        # One timer per connection, not per request: when it fires it checks the head being
+        # read, if any, and sets itself again for the rest of that head's time.
         self.head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_head_timer()
+        self._head_begins()  # a connection that sends nothing is timed out like a slow head
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
@@ -107,9 +111,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self.head_bytes is not None:
+            if self.head_started is None:
+                self._head_begins()
             # Counted per chunk: the parser sees at most one chunk past the limit.
             self.head_bytes += len(data)
-            self._arm_head_timer()
         super().data_received(data)
         over = self.head_bytes is not None and self.head_bytes > self.max_head_bytes
         if over and not self.transport.is_closing():
@@ -118,7 +123,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.head_bytes = None
-        self._cancel_head_timer()
+        self.head_started = None
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -131,7 +136,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             app = self.app if exempt else over_capacity
         super()._start_asgi_task(cycle, app)
 
-    def _arm_head_timer(self) -> None:
+    def _head_begins(self) -> None:
+        self.head_started = self.loop.time()
         if self.head_timer is None:
             self.head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
 
@@ -142,7 +148,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self.head_timer = None
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self.head_started is None:
+            return  # closed, or between heads: the next head sets the timer again
+        left = self.head_started + self.head_timeout - self.loop.time()
+        if left > 0:  # a later head than the one the timer was set for
+            self.head_timer = self.loop.call_later(left, self._head_timed_out)
             return
         if self.head_bytes:
             self._refuse(408, "The request's headers did not arrive in time")
@@ -151,6 +161,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, detail: str) -> None:
         self.head_bytes = None
+        self.head_started = None
         self._cancel_head_timer()
         # Nothing more is read; the answer goes out, then the end of the stream. The socket is
         # closed a moment later: closed with the client's bytes unread, it would be reset, and
