@@ -138,12 +138,11 @@ BASE_DEPENDENCIES = [
 ]
 DATABASE_DEPENDENCIES = ["alembic>=1.14", "anyio>=4.6", "sqlalchemy[asyncio]>=2.0.36"]
 DATABASE_DRIVERS = {"sqlite": "aiosqlite>=0.20", "postgresql": "asyncpg>=0.30"}
-# Tracing: the SDK and its OTLP/HTTP exporter, the request spans' ASGI middleware, and the
-# instrumentation of each library the service uses (tracing.py switches on those installed).
+# Tracing: the SDK and its OTLP/HTTP exporter, and the instrumentation of each library the
+# service uses (tracing.py switches on those installed; its request spans are its own).
 TRACING_DEPENDENCIES = [
     "opentelemetry-api>=1.45",
     "opentelemetry-exporter-otlp-proto-http>=1.45",
-    "opentelemetry-instrumentation-asgi>=0.66b1",
     "opentelemetry-sdk>=1.45",
     "opentelemetry-semantic-conventions>=0.66b1",
     "opentelemetry-util-http>=0.66b1",
