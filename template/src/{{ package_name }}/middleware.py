@@ -9,7 +9,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .errors import error_response
 from .features import Feature, Layer, Middleware
 from .logging import access_log
-from .request_context import REQUEST_ID_HEADER, AccessLog, request_id_from, request_id_var
+from .request_context import (
+    REQUEST_ID_HEADER,
+    AccessLog,
+    header,
+    request_id_from,
+    request_id_var,
+)
 from .settings import CoreSettings
 
 CONTENT_LENGTH_HEADER = b"content-length"
@@ -28,11 +34,11 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
 
-        request_id = request_id_from(_header(scope, REQUEST_ID_HEADER))
+        request_id = request_id_from(header(scope, REQUEST_ID_HEADER))
         # Not reset afterwards: the server runs each request in its own task, so the value ends
         # with it, and the server's own error log for this request still carries the id.
         request_id_var.set(request_id)
-        header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
+        id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
         status_code = 500
         started = time.perf_counter()
 
@@ -40,7 +46,7 @@ class RequestContextMiddleware:
             nonlocal status_code
             if message["type"] == "http.response.start":
                 status_code = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
         try:
@@ -63,7 +69,7 @@ class BodySizeLimitMiddleware:
             return
 
         declared = _declared_length(scope)
-        if declared is None and _header(scope, TRANSFER_ENCODING_HEADER) is None:
+        if declared is None and header(scope, TRANSFER_ENCODING_HEADER) is None:
             # Neither header: HTTP/1.1 says the request has no body (a GET, say).
             await self.app(scope, receive, send)
             return
@@ -94,17 +100,8 @@ class BodySizeLimitMiddleware:
         return f"Request body exceeds {self.max_body_bytes} bytes"
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    """The first value of header `name` (lowercase), or None."""
-    headers: list[tuple[bytes, bytes]] = scope["headers"]
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
-
-
 def _declared_length(scope: Scope) -> int | None:
-    value = _header(scope, CONTENT_LENGTH_HEADER)
+    value = header(scope, CONTENT_LENGTH_HEADER)
     try:
         return None if value is None else int(value)
     except ValueError:

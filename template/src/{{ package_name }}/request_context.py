@@ -6,6 +6,8 @@ import re
 from collections.abc import Callable
 from contextvars import ContextVar
 
+from starlette.types import Scope
+
 REQUEST_ID_HEADER = b"x-request-id"
 # A caller's id is kept only if it is a short, printable token; anything else is replaced.
 _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
@@ -34,3 +36,12 @@ def request_id_from(header: bytes | None) -> str:
     # An id is no secret, only unique: 128 random bits from the process's generator (reseeded in
     # each worker after the fork), without the system call per request that `secrets` makes.
     return f"{random.getrandbits(128):032x}"
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of the request's header `name` (lowercase), or None."""
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
