@@ -159,8 +159,13 @@ class InProcessDelivery:
     def __init__(self, run: Callable[[uuid.UUID], Awaitable[None]]) -> None:
         self._run = run
         self._tasks: set[asyncio.Task[None]] = set()
+        # Jobs running here now: the startup resume may find a job that `submit` just queued.
+        self._running: set[uuid.UUID] = set()
 
     async def deliver(self, job_id: uuid.UUID) -> None:
+        if job_id in self._running:
+            return
+        self._running.add(job_id)
         task = asyncio.create_task(self._run_logging_errors(job_id), name=f"job {job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -185,6 +190,8 @@ class InProcessDelivery:
             await self._run(job_id)
         except UNAVAILABLE_ERRORS:
             logger.warning("job %s stays unfinished; it runs again at the next start", job_id)
+        finally:
+            self._running.discard(job_id)
 
     async def drain(self, seconds: float) -> None:
         """Let running jobs finish for `seconds`, then stop them (they rerun at the next start)."""
