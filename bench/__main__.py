@@ -69,6 +69,10 @@ TRACED_LIVE = "liveness, tracing, every request sampled"
 TRACED_HIT = "product read, memory cache hit, tracing, every request sampled"
 SAMPLED_LIVE = "liveness, tracing, parentbased_traceidratio 0.1"
 SAMPLED_HIT = "product read, memory cache hit, tracing, parentbased_traceidratio 0.1"
+UNSAMPLED_LIVE = "liveness, tracing, always_off"
+UNSAMPLED_HIT = "product read, memory cache hit, tracing, always_off"
+UNEXPORTED_LIVE = "liveness, tracing, every request sampled, exporter none"
+UNEXPORTED_HIT = "product read, memory cache hit, tracing, every request sampled, exporter none"
 LIMITED_HIT = "product read, memory cache hit, rate limit counted in process"
 LIMITED_REDIS_HIT = "product read, memory cache hit, rate limit counted in Redis"
 SQLITE_READ = "product read by id, SQLite, cache=none"
@@ -117,6 +121,12 @@ TRACED_LIVE_VS_OFF = "Tracing, every request sampled / off: liveness"
 TRACED_HIT_VS_OFF = "Tracing, every request sampled / off: memory cache hit"
 SAMPLED_LIVE_VS_OFF = "Tracing, parentbased_traceidratio 0.1 / off: liveness"
 SAMPLED_HIT_VS_OFF = "Tracing, parentbased_traceidratio 0.1 / off: memory cache hit"
+# What the 0.1 rows are made of: every request pays for its (unsampled) span and its ids in the
+# logs; a sampled one also for recording its span, and for exporting it.
+UNSAMPLED_LIVE_VS_OFF = "Tracing, always_off (no request sampled) / off: liveness"
+UNSAMPLED_HIT_VS_OFF = "Tracing, always_off (no request sampled) / off: memory cache hit"
+UNEXPORTED_LIVE_VS_OFF = "Tracing, every request sampled, exporter none / off: liveness"
+UNEXPORTED_HIT_VS_OFF = "Tracing, every request sampled, exporter none / off: memory cache hit"
 LIMITED_VS_OFF = "Rate limit counted in process / off: memory cache hit"
 LIMITED_REDIS_VS_OFF = "Rate limit counted in Redis / off: memory cache hit"
 WALL_TIME = "Whole benchmark wall time"
@@ -139,6 +149,10 @@ FEATURE_MEASURES = [
     TRACED_HIT_VS_OFF,
     SAMPLED_LIVE_VS_OFF,
     SAMPLED_HIT_VS_OFF,
+    UNSAMPLED_LIVE_VS_OFF,
+    UNSAMPLED_HIT_VS_OFF,
+    UNEXPORTED_LIVE_VS_OFF,
+    UNEXPORTED_HIT_VS_OFF,
     LIMITED_VS_OFF,
     LIMITED_REDIS_VS_OFF,
 ]
@@ -408,12 +422,16 @@ class Bench:
                     "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
                     "OTEL_TRACES_SAMPLER_ARG": "0.1",
                 }
+                unsampled = {**tracing, "OTEL_TRACES_SAMPLER": "always_off"}
+                unexported = {**every, "OTEL_TRACES_EXPORTER": "none"}
                 limit = {"APP_RATE_LIMIT": UNREACHED_RATE_LIMIT}
                 # (liveness measured on it, or None; its cached read; render; database; env)
                 servers: list[tuple[str | None, str, Project, str, dict[str, str]]] = [
                     (MEMORY_LIVE, MEMORY_HIT, default, "read-memory", {}),
                     (TRACED_LIVE, TRACED_HIT, traced, "read-traced", every),
                     (SAMPLED_LIVE, SAMPLED_HIT, traced, "read-sampled", tenth),
+                    (UNSAMPLED_LIVE, UNSAMPLED_HIT, traced, "read-unsampled", unsampled),
+                    (UNEXPORTED_LIVE, UNEXPORTED_HIT, traced, "read-unexported", unexported),
                     (None, LIMITED_HIT, limited, "read-limited", limit),
                 ]
                 if redis:
@@ -448,6 +466,10 @@ class Bench:
         self.record_ratio(TRACED_HIT_VS_OFF, runs[TRACED_HIT], off_hit)
         self.record_ratio(SAMPLED_LIVE_VS_OFF, runs[SAMPLED_LIVE], off_live, TRACING_SAMPLED_BUDGET)
         self.record_ratio(SAMPLED_HIT_VS_OFF, runs[SAMPLED_HIT], off_hit, TRACING_SAMPLED_BUDGET)
+        self.record_ratio(UNSAMPLED_LIVE_VS_OFF, runs[UNSAMPLED_LIVE], off_live)
+        self.record_ratio(UNSAMPLED_HIT_VS_OFF, runs[UNSAMPLED_HIT], off_hit)
+        self.record_ratio(UNEXPORTED_LIVE_VS_OFF, runs[UNEXPORTED_LIVE], off_live)
+        self.record_ratio(UNEXPORTED_HIT_VS_OFF, runs[UNEXPORTED_HIT], off_hit)
         self.record_ratio(LIMITED_VS_OFF, runs[LIMITED_HIT], off_hit)
         if redis:
             self.record_ratio(
