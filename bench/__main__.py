@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -91,12 +91,16 @@ class Profile:
     rounds: int
     seconds: float
     warmup_seconds: float
+    pause_seconds: float
     connections: int
     export_rows: tuple[int, ...]
 
 
-FULL = Profile("full", 4, 6, 2, 32, (10_000, 100_000, 1_000_000))
-SMOKE = Profile("smoke", 2, 1, 0, 16, (200, 1_000, 5_000))
+FULL = Profile("full", 4, 6, 2, 1, 32, (10_000, 100_000, 1_000_000))
+SMOKE = Profile("smoke", 2, 1, 0, 0, 16, (200, 1_000, 5_000))
+# The traced servers send a batch of spans at least this often (the SDK's default is 5 s), and
+# a full run pauses longer than that after each server's turn (Profile.pause_seconds).
+SPAN_BATCH_DELAY_MS = "500"
 
 
 # The measures of the budget table.
@@ -250,7 +254,9 @@ class Bench:
                     else "; no CPU pinning (fewer than 2 CPUs or no taskset)"
                 ),
                 f"{profile.rounds} rounds of {profile.seconds:g} s per server, the servers' order "
-                f"reversed every other round; results are medians, ratios are medians of each "
+                f"reversed every other round, a pause of {profile.pause_seconds:g} s after each "
+                f"server's turn (the traced servers send their spans at least every "
+                f"{SPAN_BATCH_DELAY_MS} ms); results are medians, ratios are medians of each "
                 f"round's back-to-back pair",
                 "Every server: uvicorn, 1 worker, uvloop + httptools, no uvicorn access log; the "
                 "generated service with APP_ENVIRONMENT=production, APP_LOG_FORMAT=json, "
@@ -324,6 +330,7 @@ class Bench:
             rounds=self.profile.rounds,
             seconds=self.profile.seconds,
             warmup_seconds=self.profile.warmup_seconds,
+            pause_seconds=self.profile.pause_seconds,
         )
         for contender in contenders:
             log_lines = contender.server.log_lines()
@@ -415,7 +422,10 @@ class Bench:
         limited = self.build_more("rate-limit", rate_limit="true")
         try:
             with ExitStack() as stack, OtlpSink() as sink:
-                tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint}
+                tracing = {
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
+                    "OTEL_BSP_SCHEDULE_DELAY": SPAN_BATCH_DELAY_MS,
+                }
                 every = {**tracing, "OTEL_TRACES_SAMPLER": "always_on"}
                 tenth = {
                     **tracing,
@@ -641,13 +651,10 @@ def main(argv: list[str] | None = None) -> int:
 
     profile = SMOKE if args.smoke else FULL
     if args.rounds or args.seconds:
-        profile = Profile(
-            profile.name,
-            args.rounds or profile.rounds,
-            args.seconds or profile.seconds,
-            profile.warmup_seconds,
-            profile.connections,
-            profile.export_rows,
+        profile = replace(
+            profile,
+            rounds=args.rounds or profile.rounds,
+            seconds=args.seconds or profile.seconds,
         )
     output: Path = args.output or (RESULTS_DIR / "smoke" if args.smoke else RESULTS_DIR)
     output.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,8 +114,13 @@ def alternate(
     rounds: int,
     seconds: float,
     warmup_seconds: float,
+    pause_seconds: float = 0,
 ) -> dict[str, Runs]:
-    """Warms each server up, then runs `rounds` rounds, reversing the order every other round."""
+    """Warms each server up, then runs `rounds` rounds, reversing the order every other round.
+
+    After each server's turn comes a pause of `pause_seconds`: what a server still does once its
+    load stops (a traced one sends its last batch of spans) is then not done in the next one's turn.
+    """
     for contender in contenders:
         load.run(contender.url, warmup_seconds, contender.script)
     results: dict[str, list[Round]] = {c.name: [] for c in contenders}
@@ -125,4 +131,5 @@ def alternate(
             result = load.run(contender.url, seconds, contender.script)
             cpu = contender.server.cpu_seconds() - cpu_before
             results[contender.name].append(Round(result, cpu))
+            time.sleep(pause_seconds)
     return {name: Runs(name, runs) for name, runs in results.items()}

@@ -87,10 +87,8 @@ async def product_stats(products: ServiceDep) -> ProductStats:
         },
     },
 )
-async def read_product(
-    product_id: ProductId, products: ServiceDep, cache: ProductCacheDep
-) -> Response:
-    body, headers = await cache.read(product_id, products.get)
+async def read_product(product_id: ProductId, cache: ProductCacheDep) -> Response:
+    body, headers = await cache.read(product_id)
     return Response(body, media_type="application/json", headers=headers)
 
 
