@@ -169,6 +169,8 @@ class InProcessDelivery:
         task = asyncio.create_task(self._run_logging_errors(job_id), name=f"job {job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # A done callback, not a `finally`: a task cancelled before it starts runs none.
+        task.add_done_callback(lambda _task: self._running.discard(job_id))
 
     async def resume(self, unfinished: Callable[[], Awaitable[Sequence[uuid.UUID]]]) -> None:
         """Run again, in the background, the jobs that a stopped process left unfinished."""
@@ -190,8 +192,6 @@ class InProcessDelivery:
             await self._run(job_id)
         except UNAVAILABLE_ERRORS:
             logger.warning("job %s stays unfinished; it runs again at the next start", job_id)
-        finally:
-            self._running.discard(job_id)
 
     async def drain(self, seconds: float) -> None:
         """Let running jobs finish for `seconds`, then stop them (they rerun at the next start)."""
