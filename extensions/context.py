@@ -325,8 +325,9 @@ def features_for(answers: dict[str, Any]) -> list[str]:
 
 
 def settings_mixins_for(answers: dict[str, Any]) -> list[dict[str, str]]:
-    """The settings classes that config.py combines into `Settings`, most specific first."""
-    mixins = []
+    """The settings classes that config.py combines into `Settings`, most specific first: the
+    team's own (domain_settings.py) before every feature's."""
+    mixins = [{"module": "domain_settings", "settings": "DomainSettings"}]
     if answers["database"] != "none":
         mixins.append({"module": "db", "settings": "DatabaseSettings"})
     if answers["cache"] == "memory":
@@ -393,6 +394,25 @@ class GitConfigExtension(Extension):
         environment.filters["shadows_installed_module"] = shadows_installed_module
 
 
+REQUIREMENT = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)(?P<extras>\[[^\]]*\])?(?P<versions>.*)$")
+
+
+def requirement_names(requirements: list[str]) -> list[str]:
+    """The names (with extras) that `dependencies` lists: the versions go to the floors."""
+    matches = [REQUIREMENT.match(requirement) for requirement in requirements]
+    return sorted({m["name"] + (m["extras"] or "") for m in matches if m})
+
+
+def requirement_floors(requirements: list[str]) -> list[str]:
+    """The versions each dependency needs, one line per package, for `constraint-dependencies`.
+
+    Kept apart from the lists a team's `uv add` writes to, so that a floor the template raises
+    on `copier update` never touches a line of theirs.
+    """
+    matches = [REQUIREMENT.match(requirement) for requirement in requirements]
+    return sorted({m["name"] + m["versions"] for m in matches if m and m["versions"]})
+
+
 class ContextUpdater(ContextHook):
     """Values derived from the answers, computed in one place for every template file."""
 
@@ -400,8 +420,10 @@ class ContextUpdater(ContextHook):
         # The hook also runs while copier prompts, before (some of) the answers exist.
         if not ANSWERS_USED.issubset(context):
             return
-        context["dependencies"] = dependencies_for(context)
-        context["dev_dependencies"] = dev_dependencies_for(context)
+        runtime, dev = dependencies_for(context), dev_dependencies_for(context)
+        context["dependencies"] = requirement_names(runtime)
+        context["dev_dependencies"] = requirement_names(dev)
+        context["dependency_floors"] = requirement_floors([*runtime, *dev])
         context["python_floor"] = context["python_version"].replace(".", "")
         context["ci_python_versions"] = ci_python_versions(context["python_version"])
         context["secret_key"] = secrets.token_urlsafe(48)

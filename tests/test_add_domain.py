@@ -164,10 +164,10 @@ def test_a_domain_added_as_the_readme_says_passes_every_check(tmp_path: Path) ->
     registry = source / "domains.py"
     text = registry.read_text()
     text = text.replace(
-        "from .products import feature as products\n",
-        "from .orders import feature as orders\nfrom .products import feature as products\n",
+        "from .features import Feature\n",
+        "from .features import Feature\nfrom .orders import feature as orders\n",
     )
-    registry.write_text(text.replace("    products,\n", "    products,\n    orders,\n"))
+    registry.write_text(text.replace(" = []\n", " = [\n    orders,\n]\n"))
     # 3. Its migration, made from the models against a database at the newest revision.
     database = {"APP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'dev.db'}"}
     run(["uv", "run", "--no-sync", "alembic", "upgrade", "head"], project, **database)
