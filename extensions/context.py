@@ -133,9 +133,9 @@ BASE_DEPENDENCIES = [
     "pydantic>=2.9",
     "pydantic-settings>=2.7",
     "starlette>=0.40",
-    # 0.45: server.py's protocol hooks the start of each request's task (`_start_asgi_task`).
-    "uvicorn[standard]>=0.45",
 ]
+# The server `python -m <package>` runs (server.py), with uvloop for its event loop.
+SERVER_DEPENDENCIES = {"granian": "granian[uvloop]>=2.5", "uvicorn": "uvicorn[standard]>=0.30"}
 DATABASE_DEPENDENCIES = ["alembic>=1.14", "anyio>=4.6", "sqlalchemy[asyncio]>=2.0.36"]
 DATABASE_DRIVERS = {"sqlite": "aiosqlite>=0.20", "postgresql": "asyncpg>=0.30"}
 # Tracing: the SDK and its OTLP/HTTP exporter, and the instrumentation of each library the
@@ -160,7 +160,7 @@ DEV_DEPENDENCIES = [
 
 def dependencies_for(answers: dict[str, Any]) -> list[str]:
     """The runtime dependencies that the chosen modules import."""
-    deps = list(BASE_DEPENDENCIES)
+    deps = [*BASE_DEPENDENCIES, SERVER_DEPENDENCIES[answers["server"]]]
     if answers["logging"] == "structlog":
         deps += ["orjson>=3.10", "structlog>=24.4"]
     if answers["database"] != "none":
@@ -191,8 +191,9 @@ def dependencies_for(answers: dict[str, Any]) -> list[str]:
         if answers["http_client"] or answers["auth"] == "oidc":
             deps.append("opentelemetry-instrumentation-httpx>=0.66b1")
     if jobs_on(answers):
-        # SAQ runs the jobs on Redis; the service opens the Redis client itself (timeouts).
-        deps += ["redis>=5.2", "saq[redis]>=0.26"]
+        # SAQ runs the jobs on Redis; the service opens the Redis client itself (timeouts). The
+        # worker serves its health checks with uvicorn, in the loop that runs the jobs.
+        deps += ["redis>=5.2", "saq[redis]>=0.26", SERVER_DEPENDENCIES["uvicorn"]]
     if answers["docs"] == "self_hosted":
         # docs.py serves the Swagger UI and ReDoc files that this package ships.
         deps.append("fastapi-offline>=1.7.7,<2")
@@ -231,6 +232,7 @@ INSTALLED_MODULES = frozenset(
         "httptools", "httpx", "idna", "jwt", "mako", "markupsafe", "orjson", "prometheus_client",
         "pydantic", "pydantic_core", "pydantic_settings", "redis", "sqlalchemy", "starlette",
         "structlog", "typing_extensions", "typing_inspection", "uvicorn", "uvloop", "watchfiles",
+        "granian",
         "websockets", "yaml", "_yaml",
         # Jobs (SAQ) and tracing (OpenTelemetry) bring these.
         "asgiref", "croniter", "dateutil", "google", "saq", "tzdata", "wrapt",
@@ -246,6 +248,8 @@ INSTALLED_MODULES = frozenset(
         # opentelemetry is above): refused now, so that no service generated today has to
         # rename its package on `copier update`.
         "cryptography", "limits", "taskiq",
+        # And those of error reporting and MySQL.
+        "sentry_sdk", "asyncmy", "aiomysql", "pymysql",
         # The project's own test package and pytest's per-folder plugins.
         "conftest", "tests",
     }
@@ -260,6 +264,7 @@ def shadows_installed_module(name: str) -> bool:
 # The answers that the derived values read.
 ANSWERS_USED = {
     "python_version",
+    "server",
     "logging",
     "database",
     "cache",
@@ -289,6 +294,14 @@ DEFAULT_DATABASE_URLS = {
     "sqlite": "sqlite+aiosqlite:///./{slug}.db",
     "postgresql": "postgresql+asyncpg://postgres@127.0.0.1:5432/{package}",
 }
+
+
+def server_loggers_for(answers: dict[str, Any]) -> list[str]:
+    """The loggers of the servers the service runs, routed through its own log pipeline."""
+    loggers = {"granian": ["_granian"], "uvicorn": ["uvicorn", "uvicorn.error"]}[answers["server"]]
+    if jobs_on(answers) and answers["server"] != "uvicorn":
+        loggers += ["uvicorn", "uvicorn.error"]  # the jobs worker's health checks
+    return loggers
 
 
 def features_for(answers: dict[str, Any]) -> list[str]:
@@ -346,6 +359,7 @@ def settings_mixins_for(answers: dict[str, Any]) -> list[dict[str, str]]:
         mixins.append({"module": "jobs", "settings": "JobsSettings"})
     if answers["example_api"]:
         mixins.append({"module": "streaming", "settings": "StreamingSettings"})
+    mixins.append({"module": "server", "settings": "ServerSettings"})
     return [*mixins, {"module": "settings", "settings": "CoreSettings"}]
 
 
@@ -427,6 +441,7 @@ class ContextUpdater(ContextHook):
         context["python_floor"] = context["python_version"].replace(".", "")
         context["ci_python_versions"] = ci_python_versions(context["python_version"])
         context["secret_key"] = secrets.token_urlsafe(48)
+        context["server_loggers"] = server_loggers_for(context)
         context["features"] = features_for(context)
         context["settings_mixins"] = settings_mixins_for(context)
         context["test_fixtures"] = fixture_modules_for(context)

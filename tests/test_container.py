@@ -492,7 +492,7 @@ def test_migrated_container_serves_under_the_deployment_constraints_and_stops_cl
     assert gone.status_code == 404
     assert exit_code == 0, logs
     assert stop_seconds < graceful, logs
-    assert "Application shutdown complete." in logs
+    assert "service stopped" in logs
     assert "Traceback" not in logs
 
 

@@ -353,7 +353,7 @@ def test_sigterm_mid_burst_finishes_every_accepted_request_then_exits_0(
     assert burst.returncode == 0, output
     assert burst.exit_seconds < GRACE_SECONDS
     events = {line["event"] for line in log_lines(output)}
-    assert "Application shutdown complete." in events
+    assert "service stopped" in events
     assert not any("graceful shutdown exceeded" in event for event in events)
     assert [marker for marker in TROUBLE if marker in output] == []
 
@@ -502,8 +502,8 @@ def test_hostile_input_gets_envelopes_and_json_log_lines_never_a_trace(
             label: get_live_with_request_id(service.port, raw_id)
             for label, raw_id in raw_ids.items()
         }
-        # A bare newline ends the header line: the server's HTTP parser refuses the request
-        # before the app sees it.
+        # A bare newline: read as the end of the header line, or the request refused by the
+        # server's parser before the app sees it.
         newline_status, _, newline_body = get_live_with_request_id(
             service.port, b"abc\nsmuggled: yes"
         )
@@ -543,11 +543,12 @@ def test_hostile_input_gets_envelopes_and_json_log_lines_never_a_trace(
         assert status == 200, label
         assert GENERATED_ID.fullmatch(headers["x-request-id"]), label
     logged_ids = {line["request_id"] for line in lines if "request_id" in line}
-    assert all(GENERATED_ID.fullmatch(request_id) for request_id in logged_ids)
+    # A bare newline ends a header line for Granian (RFC 9112 lets a server read it so): the id
+    # is then `abc`, a sane token, and `smuggled` a header of its own. httptools refuses it.
+    assert {i for i in logged_ids if not GENERATED_ID.fullmatch(i)} <= {"abc"}
     assert "smuggled" not in output
-    assert newline_status == 400
+    assert newline_status in {200, 400}
     assert b"Traceback" not in newline_body
-    assert "Invalid HTTP request received." in {line["event"] for line in lines}
     assert still_live.status_code == 200
     assert "Traceback" not in output
     assert service.process.returncode == 0

@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import Projects
-from support import RedisServer, ServiceProcess, run
+from support import RedisServer, ServiceProcess, Variant, run
 from test_faults import ENVELOPE, PRODUCT, postgres_server, throwaway_database
-from variants import DEFAULT, POSTGRES_MEMORY, SQLITE_REDIS
+from variants import DEFAULT, POSTGRES_MEMORY, SQLITE_REDIS, UVICORN
 
 from harness import database_url
 
@@ -153,8 +153,9 @@ def test_huge_headers_are_refused_at_once_and_the_loop_keeps_serving(
         + f"; liveness meanwhile: {probe.describe()}; RSS {rss_before // 1024} MB before, "
         f"peak {peak // 1024} MB, {rss_after // 1024} MB after"
     )
+    # Granian answers 431 and closes; a client still sending may see the close as a reset first.
     for outcome, _ in results:
-        assert outcome.startswith("HTTP/1.1 431"), outcome
+        assert outcome.startswith("HTTP/1.1 431") or outcome == "reset without an answer", outcome
     assert slowest < 2
     assert probe.failures == 0
     assert max(probe.latencies) < 0.5
@@ -222,14 +223,23 @@ async def slow_and_idle_connections(
     return list(results), probe
 
 
-@pytest.mark.xdist_group(DEFAULT.id)
+# What each server closes on its own: Granian times every head out, the first one, a slow one or
+# the next on a kept-alive connection; uvicorn times out idle keep-alive connections only (README:
+# "What one client can hold" gives the rest to the proxy in front).
+BOUNDED_BY_SERVER = {DEFAULT.id: ("silent", "slow", "idle"), UVICORN.id: ("idle",)}
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [pytest.param(v, id=v.id, marks=pytest.mark.xdist_group(v.id)) for v in (DEFAULT, UVICORN)],
+)
 def test_incomplete_and_idle_connections_are_closed_after_their_timeout(
-    projects: Projects, tmp_path: Path
+    projects: Projects, tmp_path: Path, variant: Variant
 ) -> None:
-    project = projects.installed(DEFAULT)
+    project = projects.installed(variant)
     service = ServiceProcess(
         project,
-        DEFAULT.package,
+        variant.package,
         tmp_path / "service.log",
         APP_LOG_FORMAT="json",
         APP_DATABASE_URL=sqlite_url(tmp_path),
@@ -250,8 +260,8 @@ def test_incomplete_and_idle_connections_are_closed_after_their_timeout(
             answers[received.split(b"\r\n", 1)[0].decode("latin-1") or "nothing"] += 1
     totals = Counter(kind for kind, _, _ in results)
     print(
-        f"\nheader timeout {HEAD_TIMEOUT}s, keep-alive timeout {KEEP_ALIVE_TIMEOUT}s, watched "
-        f"{WATCH_SECONDS}s: "
+        f"\n{variant.id}: header timeout {HEAD_TIMEOUT}s, keep-alive timeout "
+        f"{KEEP_ALIVE_TIMEOUT}s, watched {WATCH_SECONDS}s: "
         + ", ".join(
             f"{kind} {closed[kind]}/{totals[kind]} closed"
             + (f" (the last after {slowest[kind]:.2f}s)" if kind in slowest else "")
@@ -259,70 +269,79 @@ def test_incomplete_and_idle_connections_are_closed_after_their_timeout(
         )
         + f"; the slow ones were answered {dict(answers)}; liveness meanwhile: {probe.describe()}"
     )
-    assert closed == totals
-    assert max(slowest.values()) < HEAD_TIMEOUT + 1.5
-    assert answers == {"HTTP/1.1 408 Request Timeout": SLOW}
+    bounded = BOUNDED_BY_SERVER[variant.id]
+    assert {kind: closed[kind] for kind in bounded} == {kind: totals[kind] for kind in bounded}
+    assert max(slowest[kind] for kind in bounded) < HEAD_TIMEOUT + 1.5
+    # Closed in silence, or told why.
+    assert set(answers) <= {"nothing", "HTTP/1.1 408 Request Timeout"}
     assert probe.failures == 0
 
 
 CAP = 50
 HOLDERS = 60
 OVER_CAP_REQUESTS = 20
+# A create whose body never ends: the request is in the app, waiting for the rest.
+UNFINISHED_CREATE = (
+    b"POST /api/v1/products HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 100\r\n\r\n{"
+)
 
 
 async def past_the_cap(
     url: str, port: int
 ) -> tuple[list[httpx.Response], list[int], list[int], float]:
-    """HOLDERS connections that hold slots with an unfinished head, then requests from others;
-    then requests again once the header timeout has closed the holders."""
+    """HOLDERS requests that hold slots with an unfinished body, then requests from others; then
+    requests again once the holders have gone."""
     holders = [await asyncio.open_connection("127.0.0.1", port) for _ in range(HOLDERS)]
     for _, writer in holders:
-        writer.write(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-    await asyncio.sleep(0.2)
+        writer.write(UNFINISHED_CREATE)
+    await asyncio.sleep(0.5)
     limits = httpx.Limits(max_connections=OVER_CAP_REQUESTS)
     async with httpx.AsyncClient(base_url=url, timeout=CLIENT_TIMEOUT, limits=limits) as client:
         refused = await asyncio.gather(
             *(client.get("/api/v1/products") for _ in range(OVER_CAP_REQUESTS))
         )
         probes = [(await client.get("/health/live")).status_code for _ in range(3)]
+        for _, writer in holders:
+            writer.transport.abort()
         started = time.monotonic()
         while True:
             response = await client.get("/api/v1/products")
-            if response.status_code == 200 or time.monotonic() - started > 2 * HEAD_TIMEOUT + 3:
+            if response.status_code == 200 or time.monotonic() - started > 5:
                 break
             await asyncio.sleep(0.1)
         served_again = time.monotonic() - started
         after = await asyncio.gather(
             *(client.get("/api/v1/products") for _ in range(OVER_CAP_REQUESTS))
         )
-    for _, writer in holders:
-        writer.transport.abort()
     return list(refused), probes, [r.status_code for r in after], served_again
 
 
-@pytest.mark.xdist_group(DEFAULT.id)
-def test_past_the_connection_cap_requests_get_503_until_slots_free(
-    projects: Projects, tmp_path: Path
+@pytest.mark.parametrize(
+    "variant",
+    [pytest.param(v, id=v.id, marks=pytest.mark.xdist_group(v.id)) for v in (DEFAULT, UVICORN)],
+)
+def test_past_the_cap_on_requests_at_once_they_get_503_until_slots_free(
+    projects: Projects, tmp_path: Path, variant: Variant
 ) -> None:
-    project = projects.installed(DEFAULT)
+    project = projects.installed(variant)
     service = ServiceProcess(
         project,
-        DEFAULT.package,
+        variant.package,
         tmp_path / "service.log",
         APP_LOG_FORMAT="json",
         APP_DATABASE_URL=sqlite_url(tmp_path),
         APP_MAX_CONNECTIONS=str(CAP),
-        APP_HEADER_TIMEOUT_SECONDS=str(HEAD_TIMEOUT),
     )
     with running(service):
         refused, probes, after, served_again = asyncio.run(past_the_cap(service.url, service.port))
 
     statuses = Counter(response.status_code for response in refused)
     print(
-        f"\nconnection cap {CAP}, {HOLDERS} connections holding an unfinished head: "
-        f"{OVER_CAP_REQUESTS} requests from other clients answered {dict(statuses)}; "
-        f"/health/live {probes}; served again {served_again:.2f}s later (header timeout "
-        f"{HEAD_TIMEOUT}s), then {OVER_CAP_REQUESTS} requests answered {dict(Counter(after))}"
+        f"\n{variant.id}: cap {CAP} requests at once, {HOLDERS} creates holding an unfinished "
+        f"body: {OVER_CAP_REQUESTS} requests from other clients answered {dict(statuses)}; "
+        f"/health/live {probes}; served again {served_again:.2f}s after the holders left, then "
+        f"{OVER_CAP_REQUESTS} requests answered {dict(Counter(after))}"
     )
     assert statuses == {503: OVER_CAP_REQUESTS}
     for response in refused:
@@ -330,7 +349,7 @@ def test_past_the_connection_cap_requests_get_503_until_slots_free(
         assert response.json()["error"] == "SERVICE_UNAVAILABLE"
         assert response.headers["retry-after"] == "1"
     assert probes == [200, 200, 200]
-    assert served_again < HEAD_TIMEOUT + 2
+    assert served_again < 2
     assert after == [200] * OVER_CAP_REQUESTS
 
 

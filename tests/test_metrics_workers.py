@@ -21,7 +21,7 @@ LIVE_COUNT = re.compile(
 
 def wait_for_workers(log: Path, workers: int) -> None:
     deadline = time.monotonic() + 60
-    while log.read_text().count("Application startup complete.") < workers:
+    while log.read_text().count("service started") < workers:
         if time.monotonic() > deadline:
             pytest.fail(f"{workers} workers did not start in time:\n{log.read_text()}")
         time.sleep(0.1)

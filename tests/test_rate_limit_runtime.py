@@ -26,7 +26,7 @@ STATE = re.compile(r'^"default";r=(\d+);t=(\d+)$')
 
 def wait_for_workers(log: Path, workers: int) -> None:
     deadline = time.monotonic() + 60
-    while log.read_text().count("Application startup complete.") < workers:
+    while log.read_text().count("service started") < workers:
         if time.monotonic() > deadline:
             pytest.fail(f"{workers} workers did not start in time:\n{log.read_text()}")
         time.sleep(0.1)

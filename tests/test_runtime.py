@@ -49,7 +49,7 @@ def test_default_service_serves_and_stops_cleanly_on_sigterm(
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     access = [line for line in lines if line.get("path") == "/health/live"]
     assert access[-1]["request_id"] == "abc-123"
-    assert "Application shutdown complete." in {line["event"] for line in lines}
+    assert "service stopped" in {line["event"] for line in lines}
     assert "Traceback" not in output
 
 
@@ -148,7 +148,7 @@ def test_two_workers_share_one_redis_cache(projects: Projects, tmp_path: Path) -
     assert served_by_other, "every read went to the same worker"
     assert set(served_by_other) == {"HIT"}
     assert service.process.returncode == 0, output
-    assert output.count("Application shutdown complete.") == 2
+    assert output.count("service stopped") == 2
     assert "Traceback" not in output
 
 

@@ -227,9 +227,7 @@ def test_hung_collector_delays_no_request_and_shutdown_ends_within_the_graceful_
     # stop far within the 60 s the exporter would have waited.
     assert max(durations) < 1000
     lines = json_lines(output)
-    shutdown_took = at(lines, "Application shutdown complete.") - at(
-        lines, "Waiting for application shutdown."
-    )
+    shutdown_took = at(lines, "service stopped") - at(lines, "service stopping")
     assert shutdown_took < graceful + 1
     assert stopped_after < 30
     [lost] = [line["event"] for line in lines if "not exported" in line["event"]]

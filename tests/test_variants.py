@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from conftest import SUITE_COUNTS, SUITE_PYTHON, Projects
@@ -80,3 +81,17 @@ def test_generated_suite_passes(
     if not missing:
         # With the servers at hand, no test of the generated suite may skip.
         assert " skipped" not in result.stdout, result.stdout
+
+
+PRIVATE_API_SCAN = (Path(__file__).parent / "private_api_scan.py").read_text()
+
+
+def test_generated_code_uses_no_private_api_of_a_dependency(
+    projects: Projects, variant: Variant
+) -> None:
+    """An import of a dependency's internals, an assignment to what a framework owns, an override
+    of its private methods: each works until the next minor release. The scan runs with the
+    service's interpreter, so that it can ask a dependency's class what it defines."""
+    command = ["uv", "run", "--no-sync", "python", "-c", PRIVATE_API_SCAN, "src", variant.package]
+    result = projects.run(variant, command)
+    assert result.stdout.strip() == ""

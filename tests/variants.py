@@ -19,6 +19,7 @@ from support import Variant, choices, questions
 
 PAIRWISE_QUESTIONS = (
     "python_version",
+    "server",
     "database",
     "cache",
     "logging",
@@ -37,6 +38,7 @@ PAIRWISE_QUESTIONS = (
 # Short names for readable ids; a value missing here reads `<question>-<value>`.
 SHORT_NAMES: dict[str, dict[object, str]] = {
     "python_version": {"3.11": "py311", "3.12": "py312", "3.13": "py313"},
+    "server": {"granian": "granian", "uvicorn": "uvicorn"},
     "database": {"none": "nodb", "sqlite": "sqlite", "postgresql": "pg"},
     "cache": {"none": "nocache", "memory": "memcache", "redis": "redis"},
     "logging": {"structlog": "structlog", "stdlib": "stdlib"},
@@ -63,6 +65,8 @@ def possible(answers: Mapping[str, object]) -> bool:
 
 
 DEFAULT = Variant("default")
+# The default service on the other server: the runtime and fault tests run on both.
+UVICORN = Variant("uvicorn", {"server": "uvicorn"})
 STDLIB_LOGGING = Variant("stdlib-logging", {"logging": "stdlib"})
 # Presets for the data modules (each with the products API; `full` has PostgreSQL and Redis),
 # and lean variants that the runtime tests start as processes. The pairwise set covers the rest.
@@ -107,6 +111,7 @@ FULL = Variant(
 )
 PRESETS = [
     DEFAULT,
+    UVICORN,
     STDLIB_LOGGING,
     MINIMAL,
     FULL,

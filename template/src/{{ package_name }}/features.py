@@ -12,7 +12,6 @@ from enum import IntEnum
 from typing import Any, Generic, TypeVar, cast
 
 from fastapi import APIRouter, FastAPI
-from fastapi.routing import APIRoute
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
@@ -82,6 +81,7 @@ class Layer(IntEnum):
 
     TRACING = 10
     REQUEST_CONTEXT = 20
+    CONCURRENCY_LIMIT = 25
     METRICS = 30
     CORS = 40
     RATE_LIMIT = 50
@@ -112,46 +112,3 @@ class Feature(Generic[S]):
     # Run once by `python -m <package>` with the number of workers, before uvicorn starts them:
     # what the workers must not each do at the same moment (apply migrations, say).
     before_workers: Callable[[S, int], None] | None = None
-
-
-def add_routes(app: FastAPI, router: APIRouter) -> None:
-    """Declares the router's routes on the app itself, as `@app.get(...)` would.
-
-    `app.include_router` (FastAPI 0.16x) serves an included router's routes through a wrapper
-    that resolves them again on every request: about 10 µs, a tenth of a liveness probe's time
-    (bench/ measures it). A router's prefix, tags, responses and dependencies are already part of
-    each of its routes, so nothing is lost; `app.dependency_overrides` applies as usual.
-    """
-    for route in router.routes:
-        if not isinstance(route, APIRoute):
-            raise TypeError(f"{route!r}: a feature's routers hold path operations only")
-        app.router.add_api_route(
-            route.path,
-            route.endpoint,
-            response_model=route.response_model,
-            status_code=route.status_code,
-            tags=route.tags,
-            dependencies=route.dependencies,
-            summary=route.summary,
-            description=route.description,
-            response_description=route.response_description,
-            responses=route.responses,
-            deprecated=route.deprecated,
-            methods=route.methods,
-            operation_id=route.operation_id,
-            response_model_include=route.response_model_include,
-            response_model_exclude=route.response_model_exclude,
-            response_model_by_alias=route.response_model_by_alias,
-            response_model_exclude_unset=route.response_model_exclude_unset,
-            response_model_exclude_defaults=route.response_model_exclude_defaults,
-            response_model_exclude_none=route.response_model_exclude_none,
-            include_in_schema=route.include_in_schema,
-            response_class=route.response_class,
-            name=route.name,
-            callbacks=route.callbacks,
-            openapi_extra=route.openapi_extra,
-            generate_unique_id_function=route.generate_unique_id_function,
-            strict_content_type=route.strict_content_type,
-            max_body_size=route.max_body_size,
-            form_limits=route.form_limits,
-        )

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request ids and one access line per request; CORS; a cap on body size."""
+"""Pure ASGI middleware: request ids and one access line per request; a cap on requests at once;
+CORS; a cap on body size."""
 
 import time
 
@@ -18,6 +19,10 @@ from .request_context import (
 )
 from .settings import CoreSettings
 
+# Past the cap on requests at once these are still served: a probe must see the service's health,
+# and restarting a busy service would not make it less busy.
+CAP_EXEMPT_PREFIX = "/health/"
+RETRY_SOON = {"Retry-After": "1"}
 CONTENT_LENGTH_HEADER = b"content-length"
 TRANSFER_ENCODING_HEADER = b"transfer-encoding"
 
@@ -54,6 +59,31 @@ class RequestContextMiddleware:
         finally:
             duration_ms = round((time.perf_counter() - started) * 1000, 2)
             self.log_access(scope["method"], scope["path"], status_code, duration_ms)
+
+
+class ConcurrencyLimitMiddleware:
+    """Past `limit` requests at once in this worker, answers 503 with `Retry-After`: a flood waits
+    at the door rather than queueing for the database pool and timing out inside."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(CAP_EXEMPT_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            detail = "The service is at its limit of requests at once; retry shortly"
+            response = error_response(503, "SERVICE_UNAVAILABLE", detail, headers=RETRY_SOON)
+            await response(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
 
 class BodySizeLimitMiddleware:
@@ -112,6 +142,10 @@ def request_context(app: ASGIApp, settings: CoreSettings) -> ASGIApp:
     return RequestContextMiddleware(app, log_access=access_log(settings))
 
 
+def concurrency_limit(app: ASGIApp, settings: CoreSettings) -> ASGIApp:
+    return ConcurrencyLimitMiddleware(app, limit=settings.max_connections)
+
+
 def cors(app: ASGIApp, settings: CoreSettings) -> ASGIApp:
     if not settings.allowed_origins:
         return app
@@ -132,8 +166,9 @@ def body_size_limit(app: ASGIApp, settings: CoreSettings) -> ASGIApp:
 feature: Feature[CoreSettings] = Feature(
     name="middleware",
     middleware=[
-        # Outermost of the three: every response, CORS ones included, gets a request id.
+        # Outermost of these: every response, CORS ones included, gets a request id.
         Middleware(Layer.REQUEST_CONTEXT, request_context),
+        Middleware(Layer.CONCURRENCY_LIMIT, concurrency_limit),
         Middleware(Layer.CORS, cors),
         # Innermost: an oversized body is refused before any route reads it.
         Middleware(Layer.BODY_LIMIT, body_size_limit),

@@ -57,24 +57,10 @@ class CoreSettings(BaseModel):
     max_body_bytes: int = Field(
         default=1_048_576, ge=1, description="Largest request body accepted; larger get 413"
     )
-    max_header_bytes: int = Field(
-        default=65_536,
-        ge=1024,
-        description="Largest request head (request line and headers) accepted; larger get 431",
-    )
-    header_timeout_seconds: float = Field(
-        default=10.0,
-        gt=0,
-        le=300,
-        description="Seconds a client has to send a request's head; then the connection is closed",
-    )
-    keep_alive_timeout_seconds: int = Field(
-        default=5, ge=1, le=3600, description="Seconds an idle keep-alive connection is kept open"
-    )
     max_connections: int = Field(
         default=1000,
         ge=1,
-        description="Connections one worker holds; past it requests get 503 (health excepted)",
+        description="Requests one worker serves at once; past it they get 503 (health excepted)",
     )
 
     @model_validator(mode="before")
