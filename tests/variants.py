@@ -70,11 +70,16 @@ UVICORN = Variant("uvicorn", {"server": "uvicorn"})
 STDLIB_LOGGING = Variant("stdlib-logging", {"logging": "stdlib"})
 # Presets for the data modules (each with the products API; `full` has PostgreSQL and Redis),
 # and lean variants that the runtime tests start as processes. The pairwise set covers the rest.
-POSTGRES_MEMORY = Variant("postgresql-memory", {"database": "postgresql", "cache": "memory"})
+# On uvicorn: the database's fault and start-up tests run on both servers (DEFAULT, FULL: Granian).
+POSTGRES_MEMORY = Variant(
+    "postgresql-memory", {"database": "postgresql", "cache": "memory", "server": "uvicorn"}
+)
 SQLITE_REDIS = Variant("sqlite-redis", {"database": "sqlite", "cache": "redis"})
 METRICS = Variant("metrics", {"metrics": True})
 # The rate limit's runtime test starts it with two workers sharing Redis.
-RATE_LIMIT = Variant("rate-limit", {"rate_limit": True, "database": "none", "cache": "none"})
+RATE_LIMIT = Variant(
+    "rate-limit", {"rate_limit": True, "database": "none", "cache": "none", "server": "uvicorn"}
+)
 TRACING = Variant("tracing", {"tracing": True})
 # Jobs on PostgreSQL with a Redis broker: the runtime tests run its API and its workers.
 JOBS = Variant("jobs-postgresql", {"jobs": True, "database": "postgresql"})

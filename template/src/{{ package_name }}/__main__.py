@@ -1,16 +1,24 @@
 """`python -m <package>`: serve the app with the chosen server (server.py), from the settings."""
 
+import asyncio
 import logging
 import sys
 
 from pydantic import ValidationError
 
 from .config import Settings, describe_errors, get_settings
+from .features import ConfigurationError
 from .logging import configure_logging
 from .main import FEATURES
 from .server import serve
 
 logger = logging.getLogger(__name__)
+
+
+async def check_configuration(settings: Settings) -> None:
+    for feature in FEATURES:
+        if feature.check_configuration is not None:
+            await feature.check_configuration(settings)
 
 
 def prepare_workers(settings: Settings) -> None:
@@ -32,6 +40,10 @@ def main() -> None:
     except ValidationError as exc:
         sys.exit(f"Invalid configuration:\n{describe_errors(exc)}")
     configure_logging(settings)
+    try:
+        asyncio.run(check_configuration(settings))
+    except ConfigurationError as exc:
+        sys.exit(f"Cannot start: {exc}")
     prepare_workers(settings)
     serve(settings)
 

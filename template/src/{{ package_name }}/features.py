@@ -88,6 +88,14 @@ class Layer(IntEnum):
     BODY_LIMIT = 60
 
 
+class ConfigurationError(Exception):
+    """A setting the service cannot start with: `variable` names it, `problem` says why."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
 @dataclass(frozen=True)
 class Middleware(Generic[S]):
     """A pure ASGI middleware, built from the settings, and its place in the stack."""
@@ -109,6 +117,10 @@ class Feature(Generic[S]):
     tags: Sequence[Tag] = ()
     # Anything else done to the app as it is built (mounting static files, say).
     configure: Callable[[FastAPI, S], None] | None = None
-    # Run once by `python -m <package>` with the number of workers, before uvicorn starts them:
-    # what the workers must not each do at the same moment (apply migrations, say).
+    # Run once by `python -m <package>` before anything else: raises ConfigurationError when a
+    # setting cannot work (a database that does not exist, refused credentials); a dependency
+    # that is merely down is no configuration error, and the service starts without it.
+    check_configuration: Callable[[S], Awaitable[None]] | None = None
+    # Run once by `python -m <package>` with the number of workers, before the server starts
+    # them: what the workers must not each do at the same moment (apply migrations, say).
     before_workers: Callable[[S, int], None] | None = None
