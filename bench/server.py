@@ -106,20 +106,41 @@ class Server:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=15)
 
+    def processes(self) -> list[int]:
+        """The server's process and its descendants: Granian serves in a worker process of its
+        own, uvicorn with one worker in the process itself."""
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        found, queue = [], [self.pid]
+        while queue:
+            pid = queue.pop()
+            found.append(pid)
+            queue.extend(children.get(pid, []))
+        return found
+
     def reset_peak_memory(self) -> int:
         """Restarts the kernel's peak-RSS count from now; returns the current RSS in bytes."""
-        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
-        return _proc_status_kib(self.pid, "VmRSS") * 1024
+        for pid in self.processes():
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return sum(_proc_status_kib(pid, "VmRSS") for pid in self.processes()) * 1024
 
     def peak_memory(self) -> int:
-        """The process's peak RSS in bytes since start-up or the last `reset_peak_memory()`."""
-        return _proc_status_kib(self.pid, "VmHWM") * 1024
+        """The processes' peak RSS in bytes since start-up or the last `reset_peak_memory()`."""
+        return sum(_proc_status_kib(pid, "VmHWM") for pid in self.processes()) * 1024
 
     def cpu_seconds(self) -> float:
-        """User plus system CPU time that the server process has used so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        # After the command name: state is field 3, so utime and stime (14, 15) sit at 11, 12.
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User plus system CPU time that the server's processes have used so far."""
+        total = 0
+        for pid in self.processes():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            # After the command name: state is field 3, so utime and stime (14, 15) sit at 11, 12.
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def log_lines(self) -> int:
         with self.log.open("rb") as log:

@@ -130,13 +130,13 @@ def is_reserved_name(name: str) -> bool:
 BASE_DEPENDENCIES = [
     # 0.165: features.add_routes passes on every option a path operation has (form limits).
     "fastapi>=0.165",
-    "pydantic>=2.9",
+    "pydantic>=2.10",
     "pydantic-settings>=2.7",
     "starlette>=0.40",
 ]
 # The server `python -m <package>` runs (server.py), with uvloop for its event loop.
 SERVER_DEPENDENCIES = {"granian": "granian[uvloop]>=2.5", "uvicorn": "uvicorn[standard]>=0.30"}
-DATABASE_DEPENDENCIES = ["alembic>=1.14", "anyio>=4.6", "sqlalchemy[asyncio]>=2.0.36"]
+DATABASE_DEPENDENCIES = ["alembic>=1.14", "anyio>=4.6", "sqlalchemy[asyncio]>=2.0.38"]
 DATABASE_DRIVERS = {"sqlite": "aiosqlite>=0.20", "postgresql": "asyncpg>=0.30"}
 # Tracing: the SDK and its OTLP/HTTP exporter, and the instrumentation of each library the
 # service uses (tracing.py switches on those installed; its request spans are its own).
@@ -213,7 +213,7 @@ def dev_dependencies_for(answers: dict[str, Any]) -> list[str]:
         deps.append(DATABASE_DRIVERS["sqlite"])
     if answers["example_api"]:
         # tests/test_api_fuzz.py: the API checked against its own OpenAPI schema.
-        deps.append("schemathesis>=4.3")
+        deps.append("schemathesis>=4.30")
     if answers["auth"] == "oidc":
         # tests/fixtures/auth.py: the keys of a local identity provider.
         deps.append("cryptography>=43")

@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 from support import TEMPLATE_DIR, clean_env
 
-from bench.__main__ import DATABASE_MEASURES, FEATURE_MEASURES, LIVENESS_MEASURES
+from bench.__main__ import (
+    BARE,
+    BARE_GRANIAN,
+    DATABASE_MEASURES,
+    FEATURE_MEASURES,
+    GENERATED,
+    GENERATED_UVICORN,
+    LIVENESS_MEASURES,
+)
 
 MEASURES = [
     *LIVENESS_MEASURES,
@@ -51,5 +59,5 @@ def test_bench_smoke_run_reports_every_measure(tmp_path: Path) -> None:
     assert list(budget) == MEASURES
     assert all(cells[0] for cells in budget.values()), "a measure without a result"
     servers = table_rows(markdown, "Servers under load")
-    assert {"generated service (default render)", "bare FastAPI"} <= set(servers)
+    assert {GENERATED, GENERATED_UVICORN, BARE, BARE_GRANIAN} <= set(servers)
     assert (tmp_path / "latest.png").read_bytes().startswith(b"\x89PNG")

@@ -231,7 +231,7 @@ BOUNDED_BY_SERVER = {DEFAULT.id: ("silent", "slow", "idle"), UVICORN.id: ("idle"
 
 @pytest.mark.parametrize(
     "variant",
-    [pytest.param(v, id=v.id, marks=pytest.mark.xdist_group(v.id)) for v in (DEFAULT, UVICORN)],
+    [v.param() for v in (DEFAULT, UVICORN)],
 )
 def test_incomplete_and_idle_connections_are_closed_after_their_timeout(
     projects: Projects, tmp_path: Path, variant: Variant
@@ -319,7 +319,7 @@ async def past_the_cap(
 
 @pytest.mark.parametrize(
     "variant",
-    [pytest.param(v, id=v.id, marks=pytest.mark.xdist_group(v.id)) for v in (DEFAULT, UVICORN)],
+    [v.param() for v in (DEFAULT, UVICORN)],
 )
 def test_past_the_cap_on_requests_at_once_they_get_503_until_slots_free(
     projects: Projects, tmp_path: Path, variant: Variant

@@ -113,7 +113,7 @@ def test_quick_start_serves_and_the_service_then_updates(tmp_path: Path) -> None
     render_group = {line.split("==")[0] for line in locked.splitlines() if "==" in line}
     assert installed(uv, clone / ".venv") == render_group
     served = installed(uv, service / ".venv")
-    assert {"fastapi", "uvicorn", "my-service"} <= served
+    assert {"fastapi", "granian", "my-service"} <= served
     assert {"pytest", "mypy", "ruff"}.isdisjoint(served)
 
     # The answers name the clone by its absolute path, so copier finds it from the service.

@@ -85,10 +85,7 @@ def check_one_line_exits(
 
 @pytest.mark.parametrize(
     "variant",
-    [
-        pytest.param(v, id=v.id, marks=pytest.mark.xdist_group(v.id))
-        for v in (FULL, POSTGRES_MEMORY)
-    ],
+    [v.param() for v in (FULL, POSTGRES_MEMORY)],
 )
 def test_a_wrong_database_url_stops_start_up_with_one_line(
     projects: Projects, variant: Variant
@@ -104,7 +101,7 @@ def test_a_wrong_database_url_stops_start_up_with_one_line(
 
 @pytest.mark.parametrize(
     "variant",
-    [pytest.param(v, id=v.id, marks=pytest.mark.xdist_group(v.id)) for v in (FULL, RATE_LIMIT)],
+    [v.param() for v in (FULL, RATE_LIMIT)],
 )
 def test_a_wrong_redis_url_stops_start_up_with_one_line(
     projects: Projects, variant: Variant

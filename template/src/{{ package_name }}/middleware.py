@@ -23,6 +23,9 @@ from .settings import CoreSettings
 # and restarting a busy service would not make it less busy.
 CAP_EXEMPT_PREFIX = "/health/"
 RETRY_SOON = {"Retry-After": "1"}
+# A refused body is left unread: the server closes the connection after the answer, and says so,
+# so that the client does not send its next request on it.
+CLOSE = {"Connection": "close"}
 CONTENT_LENGTH_HEADER = b"content-length"
 TRANSFER_ENCODING_HEADER = b"transfer-encoding"
 
@@ -106,7 +109,7 @@ class BodySizeLimitMiddleware:
         if declared is not None:
             # The server stops reading at Content-Length, so a body within it needs no counting.
             if declared > self.max_body_bytes:
-                response = error_response(413, "PAYLOAD_TOO_LARGE", self._detail())
+                response = error_response(413, "PAYLOAD_TOO_LARGE", self._detail(), headers=CLOSE)
                 await response(scope, receive, send)
                 return
             await self.app(scope, receive, send)
@@ -121,7 +124,7 @@ class BodySizeLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     # Raised inside the app, so the error handlers answer it with the envelope.
-                    raise HTTPException(413, self._detail())
+                    raise HTTPException(413, self._detail(), headers=CLOSE)
             return message
 
         await self.app(scope, receive_within_limit, send)
