@@ -231,11 +231,11 @@ def test_copy_says_to_commit_the_lock_file_and_update_leaves_it_alone(tmp_path: 
     locked = (project / "uv.lock").read_bytes()
     commit_all(project, "Generated, with its lock file")
 
-    template.replace("extensions/context.py", '"pydantic>=2.9",', '"pydantic>=2.10",')
+    template.replace("extensions/context.py", '"pydantic>=2.10",', '"pydantic>=2.11",')
     template.release("0.2.0")
     update(project, "0.2.0")
 
-    assert '"pydantic>=2.10",' in (project / "pyproject.toml").read_text()
+    assert '"pydantic>=2.11",' in (project / "pyproject.toml").read_text()
     assert (project / "uv.lock").read_bytes() == locked
     status = run(["git", "status", "--porcelain"], project).stdout.splitlines()
     assert " M pyproject.toml" in status
