@@ -188,6 +188,17 @@ def run(
     return result
 
 
+def run_static_checks(project: Path) -> None:
+    """The checks a generated project runs on itself, in its installed environment."""
+    for check in (
+        ["ruff", "check", "."],
+        ["ruff", "format", "--check", "."],
+        ["mypy", "--strict", "src", "tests"],
+        ["deptry", "src"],
+    ):
+        run(["uv", "run", "--no-sync", *check], project)
+
+
 def project_files(project: Path) -> list[Path]:
     """Every file copier wrote (not git's, not the installed environment's)."""
     skip = {".git", ".venv", ".mypy_cache", ".ruff_cache", ".pytest_cache", "__pycache__"}

@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from support import run
+from support import run, run_static_checks
 from variants import DEFAULT
 
 from harness import render
@@ -182,13 +182,7 @@ def test_a_domain_added_as_the_readme_says_passes_every_check(tmp_path: Path) ->
     run(["uv", "run", "--no-sync", "alembic", "upgrade", "head"], project, **database)
     run(["uv", "run", "--no-sync", "alembic", "check"], project, **database)
 
-    for check in (
-        ["ruff", "check", "."],
-        ["ruff", "format", "--check", "."],
-        ["mypy", "--strict", "src", "tests"],
-        ["deptry", "src"],
-    ):
-        run(["uv", "run", "--no-sync", *check], project)
+    run_static_checks(project)
     suite = run(["uv", "run", "--no-sync", "pytest", "-q", "-p", "no:cacheprovider"], project)
     assert (
         "test_orders.py"

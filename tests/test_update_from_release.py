@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 from packaging.version import InvalidVersion, Version
-from support import TEMPLATE_DIR, Variant, clean_env, project_files, run
+from support import TEMPLATE_DIR, Variant, clean_env, project_files, run, run_static_checks
 from variants import DEFAULT, FULL, MINIMAL, PAIRWISE
 
 from harness import render
@@ -450,13 +450,7 @@ def test_a_teams_service_updates_from_the_last_release_without_conflict(
     run(["uv", "lock", "--quiet"], project)
     run(["uv", "lock", "--check", "--quiet"], project)
     run(["uv", "sync", "--quiet"], project)
-    for check in (
-        ["ruff", "check", "."],
-        ["ruff", "format", "--check", "."],
-        ["mypy", "--strict", "src", "tests"],
-        ["deptry", "src"],
-    ):
-        run(["uv", "run", "--no-sync", *check], project)
+    run_static_checks(project)
     run(["uv", "run", "--no-sync", "python", "-c", "import tenacity"], project)
     suite = run(["uv", "run", "--no-sync", "pytest", "-v", "-p", "no:cacheprovider"], project)
     team_tests = [
