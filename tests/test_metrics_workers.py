@@ -40,7 +40,12 @@ def test_metrics_add_up_across_worker_processes(projects: Projects, tmp_path: Pa
     shared.mkdir()
     (shared / "counter_1.db").write_bytes(b"left over from an earlier run")
     log = tmp_path / "service.log"
-    env = {"APP_WORKERS": str(WORKERS), "PROMETHEUS_MULTIPROC_DIR": str(shared)}
+    env = {
+        "APP_WORKERS": str(WORKERS),
+        "PROMETHEUS_MULTIPROC_DIR": str(shared),
+        # A database of the test's own: the render is shared with the other checks of its variant.
+        "APP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'service.db'}",
+    }
     with ServiceProcess(project, METRICS.package, log, **env) as service:
         base_url = service.url
         wait_for_workers(log, WORKERS)
