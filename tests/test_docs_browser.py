@@ -52,8 +52,12 @@ def offline_chromium(profile: Path, *args: str) -> str:
 @pytest.fixture(scope="module")
 def docs_service(projects: Projects, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     project = projects.installed(SELF_HOSTED_DOCS)
-    log = tmp_path_factory.mktemp("docs-service") / "service.log"
-    with ServiceProcess(project, SELF_HOSTED_DOCS.package, log) as service:
+    folder = tmp_path_factory.mktemp("docs-service")
+    # A database of the test's own: the render is shared with the other checks of its variant.
+    database = f"sqlite+aiosqlite:///{folder / 'service.db'}"
+    with ServiceProcess(
+        project, SELF_HOSTED_DOCS.package, folder / "service.log", APP_DATABASE_URL=database
+    ) as service:
         yield service.url
 
 
