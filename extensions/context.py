@@ -305,36 +305,55 @@ def server_loggers_for(answers: dict[str, Any]) -> list[str]:
 
 
 def features_for(answers: dict[str, Any]) -> list[str]:
-    """The feature modules of the service, in the order main.py composes them.
+    """The modules that bring routes, error handlers or start-up checks, as main.py lists them.
 
-    Resources open in this order (and close in reverse); a module listed later may use what an
-    earlier one opened (the Redis cache takes the in-process cache's place). Middleware order is
-    each middleware's own `Layer`, not this list's.
+    What the service opens is main.py's `open_resources`, and its middleware main.py's
+    `middleware`: neither follows this list.
     """
-    features = ["logging", "middleware", "errors"]
+    features = ["logging", "errors"]
     if answers["tracing"]:
-        # Before every resource: the libraries are instrumented before the clients are made.
         features.append("tracing")
     if answers["database"] != "none":
         features.append("db")
-    if answers["cache"] != "none":
-        features.append("cache")
     if answers["cache"] == "redis":
         features.append("redis_cache")
     if answers["auth"] != "none":
         features.append("security")
-    if answers["http_client"]:
-        features.append("http_client")
     if answers["metrics"]:
         features.append("metrics")
     if answers["rate_limit"]:
         features.append("rate_limit")
     if jobs_on(answers):
         features.append("jobs")
-    if answers["example_api"]:
-        # The export streams: a cap on streams at once, a bound on a stalled reader.
-        features.append("streaming")
     return [*features, "health", "docs"]
+
+
+def resources_for(answers: dict[str, Any]) -> list[dict[str, str]]:
+    """The fields of resources.py's `Resources`, in the order main.py opens them: the field,
+    the module and type that it holds, and `checked` when /health/ready checks it."""
+    resources = [{"field": "settings", "module": "config", "type": "Settings"}]
+    if answers["database"] != "none":
+        resources.append({"field": "database", "module": "db", "type": "Database", "checked": "1"})
+    if answers["cache"] != "none":
+        resources.append({"field": "cache", "module": "cache", "type": "Cache", "checked": "1"})
+    if answers["auth"] != "none":
+        resources.append(
+            {"field": "token_verifier", "module": "security", "type": "TokenVerifier", "checked": "1"}
+        )
+    if answers["http_client"]:
+        resources.append({"field": "http_client", "module": "http_client", "type": "HttpClient"})
+    if answers["rate_limit"]:
+        resources.append(
+            {"field": "rate_limiter", "module": "rate_limit", "type": "RateLimiter", "checked": "1"}
+        )
+    if jobs_on(answers):
+        resources.append({"field": "jobs", "module": "jobs", "type": "Jobs", "checked": "1"})
+    if answers["example_api"]:
+        resources.append({"field": "streams", "module": "streaming", "type": "StreamSlots"})
+        resources.append(
+            {"field": "products", "module": "products.service", "type": "ProductService"}
+        )
+    return resources
 
 
 def settings_mixins_for(answers: dict[str, Any]) -> list[dict[str, str]]:
@@ -344,7 +363,7 @@ def settings_mixins_for(answers: dict[str, Any]) -> list[dict[str, str]]:
     if answers["database"] != "none":
         mixins.append({"module": "db", "settings": "DatabaseSettings"})
     if answers["cache"] == "memory":
-        mixins.append({"module": "cache", "settings": "CacheSettings"})
+        mixins.append({"module": "cache", "settings": "MemoryCacheSettings"})
     if answers["cache"] == "redis":
         mixins.append({"module": "redis_cache", "settings": "RedisSettings"})
     if answers["auth"] == "jwt":
@@ -444,6 +463,7 @@ class ContextUpdater(ContextHook):
         context["server_loggers"] = server_loggers_for(context)
         context["features"] = features_for(context)
         context["settings_mixins"] = settings_mixins_for(context)
+        context["resources"] = resources_for(context)
         context["test_fixtures"] = fixture_modules_for(context)
         context["test_servers"] = server_variables_for(context)
         context["jobs"] = jobs_on(context)

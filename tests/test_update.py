@@ -114,7 +114,7 @@ async def test_probes_are_never_cached(app: FastAPI, client: AsyncClient) -> Non
         raise ConnectionError("refused")
 
     healthy = [await client.get(path) for path in ("/health/live", "/health/ready")]
-    app_resources(app).add_check("queue", broken)
+    app_resources(app).health_checks["queue"] = broken
     degraded = await client.get("/health/ready")
     assert [r.headers["cache-control"] for r in [*healthy, degraded]] == ["no-store"] * 3
 """

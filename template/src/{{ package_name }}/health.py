@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Literal
 
 from fastapi import APIRouter, Request
@@ -9,7 +10,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from .errors import ErrorEnvelope, error_response
-from .features import Feature, HealthCheck, resources_of
+from .features import Feature, HealthCheck
+from .resources import resources_of
 
 # Below the probes' own timeout (timeoutSeconds: 3 in deploy/kubernetes): every check runs at
 # once, and the answer goes out when all are done or this much time has passed, whichever is
@@ -46,7 +48,7 @@ def _forget(task: asyncio.Future[object]) -> None:
         task.exception()
 
 
-async def _outcomes(checks: dict[str, HealthCheck]) -> dict[str, str]:
+async def _outcomes(checks: Mapping[str, HealthCheck]) -> dict[str, str]:
     """Each check's outcome, within CHECK_TIMEOUT_SECONDS in all, however a check hangs."""
     tasks = {name: asyncio.ensure_future(check()) for name, check in checks.items()}
     if tasks:
@@ -83,7 +85,7 @@ async def live() -> Liveness:
 )
 async def ready(request: Request) -> Readiness | JSONResponse:
     # The checks touch independent resources, so they run concurrently.
-    results = await _outcomes(resources_of(request).checks)
+    results = await _outcomes(resources_of(request).health_checks)
     failing = sorted(name for name, outcome in results.items() if outcome != "ok")
     if failing:
         return error_response(

@@ -8,7 +8,6 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import error_response
-from .features import Feature, Layer, Middleware
 from .logging import access_log
 from .request_context import (
     REQUEST_ID_HEADER,
@@ -164,16 +163,3 @@ def cors(app: ASGIApp, settings: CoreSettings) -> ASGIApp:
 
 def body_size_limit(app: ASGIApp, settings: CoreSettings) -> ASGIApp:
     return BodySizeLimitMiddleware(app, max_body_bytes=settings.max_body_bytes)
-
-
-feature: Feature[CoreSettings] = Feature(
-    name="middleware",
-    middleware=[
-        # Outermost of these: every response, CORS ones included, gets a request id.
-        Middleware(Layer.REQUEST_CONTEXT, request_context),
-        Middleware(Layer.CONCURRENCY_LIMIT, concurrency_limit),
-        Middleware(Layer.CORS, cors),
-        # Innermost: an oversized body is refused before any route reads it.
-        Middleware(Layer.BODY_LIMIT, body_size_limit),
-    ],
-)

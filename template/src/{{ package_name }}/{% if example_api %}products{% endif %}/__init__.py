@@ -2,8 +2,5 @@
 
 from ..features import Feature
 from .router import TAG, router
-from .service import open_products
 
-feature: Feature[object] = Feature(
-    name="products", lifespan=open_products, routers=[router], tags=[TAG]
-)
+feature: Feature[object] = Feature(name="products", routers=[router], tags=[TAG])

@@ -9,8 +9,6 @@ from ..fields import MAX_ID
 from ..openapi import BODY_ERROR_RESPONSES, error_response_doc
 from ..security import WRITE_RESPONSES, requires
 from ..streaming import STREAM_RESPONSES, StreamSlotDep
-from .cache import CHANGE_RESPONSES, ProductCacheDep
-from .repository import STORAGE_RESPONSES
 from .schemas import ProductCreate, ProductOut, ProductPage, ProductStats, ProductUpdate
 from .service import ServiceDep
 
@@ -19,8 +17,11 @@ NOT_FOUND = error_response_doc(404, "No product with this id")
 CONFLICT = error_response_doc(409, "Another product has this sku")
 # Writes need the caller's permission when auth is on (a no-op dependency when it is off).
 CAN_WRITE = requires("products:write")
+# A cached copy is dropped on every change: a browser must ask again each time.
+CACHED = {"X-Cache": "HIT", "Cache-Control": "no-cache"}
+LOADED = {"X-Cache": "MISS", "Cache-Control": "no-cache"}
 
-router = APIRouter(prefix="/api/v1/products", tags=["products"], responses=STORAGE_RESPONSES)
+router = APIRouter(prefix="/api/v1/products", tags=["products"])
 
 # `:int` in the paths: /export and /stats never match a product's route, whatever the method.
 ProductId = Annotated[int, Path(ge=1, le=MAX_ID, description="The product's id")]
@@ -73,23 +74,24 @@ async def product_stats(products: ServiceDep) -> ProductStats:
 @router.get(
     "/{product_id:int}",
     summary="Read a product",
-    response_model=ProductOut,
     responses={
         **NOT_FOUND,
         200: {
+            "model": ProductOut,
             "description": "The product",
             "headers": {
                 "X-Cache": {
-                    "description": "HIT or MISS, with a cache",
+                    "description": "HIT when the cache had the product, else MISS",
                     "schema": {"type": "string"},
                 },
             },
         },
     },
 )
-async def read_product(product_id: ProductId, cache: ProductCacheDep) -> Response:
-    body, headers = await cache.read(product_id)
-    return Response(body, media_type="application/json", headers=headers)
+async def read_product(product_id: ProductId, products: ServiceDep) -> Response:
+    # The JSON as the cache holds it, sent as it is.
+    body, cached = await products.get_json(product_id)
+    return Response(body, media_type="application/json", headers=CACHED if cached else LOADED)
 
 
 @router.patch(
@@ -100,28 +102,22 @@ async def read_product(product_id: ProductId, cache: ProductCacheDep) -> Respons
         **NOT_FOUND,
         **CONFLICT,
         **WRITE_RESPONSES,
-        **CHANGE_RESPONSES,
     },
     dependencies=[CAN_WRITE],
 )
 async def update_product(
-    product_id: ProductId, payload: ProductUpdate, products: ServiceDep, cache: ProductCacheDep
+    product_id: ProductId, payload: ProductUpdate, products: ServiceDep
 ) -> ProductOut:
-    # The write commits inside: once it answers, no read serves (or caches) the version before.
-    async with cache.changing(product_id):
-        return await products.update(product_id, payload)
+    return await products.update(product_id, payload)
 
 
 @router.delete(
     "/{product_id:int}",
     status_code=204,
     summary="Delete a product",
-    responses={**NOT_FOUND, **WRITE_RESPONSES, **CHANGE_RESPONSES},
+    responses={**NOT_FOUND, **WRITE_RESPONSES},
     dependencies=[CAN_WRITE],
 )
-async def delete_product(
-    product_id: ProductId, products: ServiceDep, cache: ProductCacheDep
-) -> Response:
-    async with cache.changing(product_id):
-        await products.delete(product_id)
+async def delete_product(product_id: ProductId, products: ServiceDep) -> Response:
+    await products.delete(product_id)
     return Response(status_code=204)

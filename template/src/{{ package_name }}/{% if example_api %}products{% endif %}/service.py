@@ -1,19 +1,20 @@
-"""What the products API does, independent of HTTP: storage, reports, the CSV export."""
+"""What the products API does, independent of HTTP: its rules, the cache kept consistent with
+storage, reports, the CSV export."""
 
 import asyncio
 import csv
 import io
 import statistics
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import Depends, Request
 
-from ..features import ResourceKey, Resources, resources_of
-from .repository import ProductRepository, open_repository
+from ..resources import resources_of
+from .cache import ProductCache
+from .repository import ProductRepository
 from .schemas import ProductCreate, ProductOut, ProductPage, ProductStats, ProductUpdate
 
 EXPORT_HEADER = ("id", "sku", "name", "price", "category_id", "created_at")
@@ -49,8 +50,9 @@ class ProductService:
     # one batch: small batches keep that wait short.
     export_batch_size = 500
 
-    def __init__(self, repository: ProductRepository) -> None:
+    def __init__(self, repository: ProductRepository, cache: ProductCache) -> None:
         self._repository = repository
+        self._cache = cache
 
     async def create(self, payload: ProductCreate) -> ProductOut:
         product = await self._repository.create(payload.model_dump())
@@ -59,6 +61,14 @@ class ProductService:
     async def get(self, product_id: int) -> ProductOut:
         return ProductOut.model_validate(await self._repository.get(product_id))
 
+    async def get_json(self, product_id: int) -> tuple[bytes, bool]:
+        """The product as JSON, and whether it came from the cache."""
+
+        async def load() -> bytes:
+            return (await self.get(product_id)).model_dump_json().encode()
+
+        return await self._cache.read(product_id, load)
+
     async def page(self, page: int, size: int) -> ProductPage:
         products, total = await self._repository.page(offset=(page - 1) * size, limit=size)
         items = [ProductOut.model_validate(product) for product in products]
@@ -66,10 +76,14 @@ class ProductService:
 
     async def update(self, product_id: int, payload: ProductUpdate) -> ProductOut:
         values = payload.model_dump(exclude_unset=True)
-        return ProductOut.model_validate(await self._repository.update(product_id, values))
+        # The write commits inside: once it returns, no read serves (or caches) the old version.
+        async with self._cache.changing(product_id):
+            product = await self._repository.update(product_id, values)
+        return ProductOut.model_validate(product)
 
     async def delete(self, product_id: int) -> None:
-        await self._repository.delete(product_id)
+        async with self._cache.changing(product_id):
+            await self._repository.delete(product_id)
 
     async def stats(self) -> ProductStats:
         # Independent reads, each on its own session, so they may run concurrently.
@@ -94,19 +108,8 @@ class ProductService:
             yield csv_chunk(rows)
 
 
-PRODUCT_SERVICE = ResourceKey[ProductService]("products")
-
-
-@asynccontextmanager
-async def open_products(_settings: object, resources: Resources) -> AsyncIterator[None]:
-    # One service for the app's life: it holds no per-request state, and a dependency that
-    # builds nothing costs a request the least.
-    resources.provide(PRODUCT_SERVICE, ProductService(open_repository(resources)))
-    yield
-
-
 async def get_product_service(request: Request) -> ProductService:
-    return resources_of(request)[PRODUCT_SERVICE]
+    return resources_of(request).products
 
 
 ServiceDep = Annotated[ProductService, Depends(get_product_service)]

@@ -20,8 +20,9 @@ from saq import Worker
 from saq.queue.redis import RedisQueue
 from saq.types import Context, PartialTimersDict
 
-from ..features import Feature, Resources
-from .queue import JOBS, RUN_JOB, Jobs
+from ..features import Feature
+from ..resources import Resources
+from .queue import RUN_JOB, Jobs
 from .settings import JobsSettings
 
 logger = logging.getLogger(__name__)
@@ -92,17 +93,24 @@ class Consumer:
 
 
 @asynccontextmanager
-async def consumer_lifespan(settings: JobsSettings, resources: Resources) -> AsyncIterator[None]:
-    jobs = resources[JOBS]
+async def running_consumer(settings: JobsSettings, jobs: Jobs) -> AsyncIterator[Consumer]:
+    """A consumer taking jobs off Redis until the context ends."""
     if jobs.queue is None:
         raise RuntimeError("APP_JOBS_BROKER_URL is not set: a worker takes its jobs from Redis")
     consumer = Consumer(jobs, jobs.queue, settings)
     consumer.start()
-    resources.add_check("worker", consumer.check)
     try:
-        yield
+        yield consumer
     finally:
         await consumer.stop()
 
 
-feature: Feature[JobsSettings] = Feature(name="job worker", lifespan=consumer_lifespan)
+@asynccontextmanager
+async def consuming(resources: Resources) -> AsyncIterator[None]:
+    async with running_consumer(resources.settings, resources.jobs) as consumer:
+        resources.health_checks["worker"] = consumer.check
+        yield
+
+
+# Listed last by the worker: it takes jobs once every domain has registered its handlers.
+feature: Feature[object] = Feature(name="job worker", lifespan=consuming)

@@ -28,10 +28,11 @@ from saq import Job as QueuedJob
 from saq.queue.redis import RedisQueue
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..db import DATABASE, UNAVAILABLE_ERRORS
+from ..db import UNAVAILABLE_ERRORS, Database
 from ..errors import ServiceUnavailableError
-from ..features import ResourceKey, Resources, resources_of
+from ..features import HealthCheck
 from ..request_context import current_request_id, request_id_var
+from ..resources import resources_of
 from ..settings import Environment
 from .models import Job
 from .settings import JobsSettings
@@ -80,7 +81,11 @@ class Jobs:
         self.store = store
         self.settings = settings
         self.delivery = InProcessDelivery(self.run) if broker is None else broker
+        self._broker = broker
         self._handlers: dict[str, JobHandler] = {}
+
+    def health_checks(self) -> dict[str, HealthCheck]:
+        return {} if self._broker is None else {"broker": self._broker.ping}
 
     async def register(self, kind: str, handler: JobHandler) -> None:
         """Name the handler of `kind`; run in this process, its unfinished jobs start again."""
@@ -257,11 +262,8 @@ class BrokerDelivery:
             await self._redis.aclose()
 
 
-JOBS = ResourceKey[Jobs]("jobs")
-
-
 @asynccontextmanager
-async def jobs_lifespan(settings: JobsSettings, resources: Resources) -> AsyncIterator[None]:
+async def jobs_for(settings: JobsSettings, database: Database) -> AsyncIterator[Jobs]:
     url = settings.jobs_broker_url
     if url is None and settings.environment in (Environment.STAGING, Environment.PRODUCTION):
         raise RuntimeError(
@@ -270,17 +272,15 @@ async def jobs_lifespan(settings: JobsSettings, resources: Resources) -> AsyncIt
     broker = None if url is None else BrokerDelivery(url, settings)
     if broker is not None:
         await broker.connect()
-        resources.add_check("broker", broker.ping)
-    jobs = Jobs(JobStore(resources[DATABASE]), settings, broker)
-    resources.provide(JOBS, jobs)
+    jobs = Jobs(JobStore(database), settings, broker)
     try:
-        yield
+        yield jobs
     finally:
         await jobs.close()
 
 
 async def get_jobs(request: Request) -> Jobs:
-    return resources_of(request)[JOBS]
+    return resources_of(request).jobs
 
 
 JobsDep = Annotated[Jobs, Depends(get_jobs)]
