@@ -38,14 +38,13 @@ OPTIONAL = {
     "docs",
     "worker",
 }
-# The middleware of the full service, outermost first.
+# The middleware of the full service (which has no rate limit), outermost first.
 REQUEST_ORDER = [
     "tracing_middleware",
     "request_context",
     "concurrency_limit",
     "metrics_middleware",
     "cors",
-    "rate_limit_middleware",
     "body_size_limit",
 ]
 CONDITIONAL = re.compile(r"\{%-?\s*(if|elif)\b")
