@@ -6,8 +6,8 @@ from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import StreamingResponse
 
 from ..fields import MAX_ID
-from ..openapi import BODY_ERROR_RESPONSES, error_response_doc
-from ..security import WRITE_RESPONSES, requires
+from ..openapi import error_response_doc
+from ..security import requires
 from ..streaming import STREAM_RESPONSES, StreamSlotDep
 from .schemas import ProductCreate, ProductOut, ProductPage, ProductStats, ProductUpdate
 from .service import ServiceDep
@@ -30,7 +30,7 @@ ProductId = Annotated[int, Path(ge=1, le=MAX_ID, description="The product's id")
 @router.post(
     "",
     status_code=201,
-    responses={**BODY_ERROR_RESPONSES, **CONFLICT, **WRITE_RESPONSES},
+    responses=CONFLICT,
     summary="Create a product",
     dependencies=[CAN_WRITE],
 )
@@ -97,12 +97,7 @@ async def read_product(product_id: ProductId, products: ServiceDep) -> Response:
 @router.patch(
     "/{product_id:int}",
     summary="Change some fields of a product",
-    responses={
-        **BODY_ERROR_RESPONSES,
-        **NOT_FOUND,
-        **CONFLICT,
-        **WRITE_RESPONSES,
-    },
+    responses={**NOT_FOUND, **CONFLICT},
     dependencies=[CAN_WRITE],
 )
 async def update_product(
@@ -115,7 +110,7 @@ async def update_product(
     "/{product_id:int}",
     status_code=204,
     summary="Delete a product",
-    responses={**NOT_FOUND, **WRITE_RESPONSES},
+    responses=NOT_FOUND,
     dependencies=[CAN_WRITE],
 )
 async def delete_product(product_id: ProductId, products: ServiceDep) -> Response:

@@ -6,7 +6,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
-from ..db import UNAVAILABLE_RESPONSES
 from ..errors import NotFoundError
 from ..openapi import error_response_doc
 from .models import JobStatus
@@ -14,7 +13,7 @@ from .queue import JobsDep
 
 TAG = {"name": "jobs", "description": "Background jobs: where each one stands, and its result."}
 
-router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=UNAVAILABLE_RESPONSES)
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
 Status = Literal["queued", "running", "succeeded", "failed"]
 
