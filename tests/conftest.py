@@ -12,6 +12,9 @@ from support import Interpreter, Variant, interpreter_for, run
 
 from harness import render
 
+# The fault tests' fixtures: the servers a rendered service depends on, and proxies in front.
+pytest_plugins = ["faults"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_copier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import socket
@@ -18,18 +17,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from conftest import Projects
+from faults import ENVELOPE, PRODUCT, PostgresDatabase, postgres_service, sqlite_service, sqlite_url
 from support import RedisServer, ServiceProcess, TcpProxy
 from variants import DEFAULT, POSTGRES_MEMORY, SQLITE_REDIS
 
-from harness import database_url, seed_products, throwaway_database
+from harness import seed_products
 
-PRODUCT = {"name": "Kettle", "price": "19.90", "category_id": 1, "sku": "KT-2048-001"}
-ENVELOPE = {"error", "detail", "request_id"}
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 # What a process that leaked or crashed leaves in its log.
 TROUBLE = ("Traceback", "ResourceWarning", "SAWarning", "unclosed", "Unclosed")
@@ -118,27 +115,11 @@ async def read_through_redis_outage(
     return outage
 
 
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.kill()
-
-
 @pytest.mark.xdist_group(SQLITE_REDIS.id)
 def test_redis_killed_under_load_costs_no_5xx_and_the_cache_comes_back(
     projects: Projects, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    project = projects.installed(SQLITE_REDIS)
-    service = ServiceProcess(
-        project,
-        SQLITE_REDIS.package,
-        tmp_path / "service.log",
-        APP_LOG_FORMAT="json",
-        APP_REDIS_URL=redis_server.url,
-        APP_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'service.db'}",
-    )
+    service = sqlite_service(projects, SQLITE_REDIS, tmp_path, APP_REDIS_URL=redis_server.url)
     with service:
         product = httpx.post(f"{service.url}/api/v1/products", json=PRODUCT).json()
         outage = asyncio.run(read_through_redis_outage(service.url, product["id"], redis_server))
@@ -170,74 +151,46 @@ def test_redis_killed_under_load_costs_no_5xx_and_the_cache_comes_back(
 # The database unreachable
 
 
-@pytest.fixture
-def postgres_server() -> str:
-    server = os.environ.get("TEST_POSTGRES_URL")
-    if not server:
-        pytest.skip("TEST_POSTGRES_URL is not set: the database outage test needs PostgreSQL")
-    return server
-
-
-@pytest.fixture
-def database_proxy(postgres_server: str) -> Iterator[TcpProxy]:
-    address = urlsplit(postgres_server)
-    proxy = TcpProxy((address.hostname or "127.0.0.1", address.port or 5432))
-    proxy.start()
-    yield proxy
-    proxy.close()
-
-
-def through_proxy(server: str, proxy: TcpProxy, database: str) -> str:
-    """The service's database URL: `database` on the server, reached through the proxy."""
-    return database_url(server, database, address=f"127.0.0.1:{proxy.port}")
-
-
 @pytest.mark.xdist_group(POSTGRES_MEMORY.id)
 def test_database_outage_answers_503_envelopes_and_recovers(
-    projects: Projects, postgres_server: str, database_proxy: TcpProxy, tmp_path: Path
+    projects: Projects,
+    postgres_database: PostgresDatabase,
+    database_proxy: TcpProxy,
+    tmp_path: Path,
 ) -> None:
-    project = projects.installed(POSTGRES_MEMORY)
-    with throwaway_database(project, postgres_server) as database:
-        service = ServiceProcess(
-            project,
-            POSTGRES_MEMORY.package,
-            tmp_path / "service.log",
-            # Development migrates the new database on start.
-            APP_ENVIRONMENT="development",
-            APP_LOG_FORMAT="json",
-            APP_DATABASE_URL=through_proxy(postgres_server, database_proxy, database),
-        )
-        with service, httpx.Client(base_url=service.url, timeout=10) as client:
-            product = client.post("/api/v1/products", json=PRODUCT).json()
-            one = f"/api/v1/products/{product['id']}"
-            assert client.get(one).headers["x-cache"] == "MISS"
-            # Another product in the cache, which no request below tries to change.
-            other = client.post("/api/v1/products", json={**PRODUCT, "sku": "KT-2048-009"})
-            untouched = f"/api/v1/products/{other.json()['id']}"
-            assert client.get(untouched).headers["x-cache"] == "MISS"
+    url = postgres_database.url_through(database_proxy)
+    service = postgres_service(projects, tmp_path, url)
+    with service, httpx.Client(base_url=service.url, timeout=10) as client:
+        product = client.post("/api/v1/products", json=PRODUCT).json()
+        one = f"/api/v1/products/{product['id']}"
+        assert client.get(one).headers["x-cache"] == "MISS"
+        # Another product in the cache, which no request below tries to change.
+        other = client.post("/api/v1/products", json={**PRODUCT, "sku": "KT-2048-009"})
+        untouched = f"/api/v1/products/{other.json()['id']}"
+        assert client.get(untouched).headers["x-cache"] == "MISS"
 
-            database_proxy.stop()
-            started = time.monotonic()
-            down = [
-                client.get("/api/v1/products"),
-                client.get("/api/v1/products/stats"),
-                client.get("/api/v1/products/export"),
-                client.get(f"/api/v1/products/{product['id'] + 2}"),
-                client.post("/api/v1/products", json={**PRODUCT, "sku": "KT-2048-002"}),
-                client.patch(one, json={"price": "21.50"}),
-                client.delete(one),
-            ]
-            slowest = time.monotonic() - started
-            cached = client.get(untouched)
-            time_to_503 = asyncio.run(ready_after(service.url, 503, started))
-            degraded = client.get("/health/ready").json()
+        database_proxy.stop()
+        started = time.monotonic()
+        down = [
+            client.get("/api/v1/products"),
+            client.get("/api/v1/products/stats"),
+            client.get("/api/v1/products/export"),
+            client.get(f"/api/v1/products/{product['id'] + 2}"),
+            client.post("/api/v1/products", json={**PRODUCT, "sku": "KT-2048-002"}),
+            client.patch(one, json={"price": "21.50"}),
+            client.delete(one),
+        ]
+        slowest = time.monotonic() - started
+        cached = client.get(untouched)
+        time_to_503 = asyncio.run(ready_after(service.url, 503, started))
+        degraded = client.get("/health/ready").json()
 
-            database_proxy.start()
-            restarted = time.monotonic()
-            time_to_200 = asyncio.run(ready_after(service.url, 200, restarted))
-            listed = client.get("/api/v1/products")
-            created = client.post("/api/v1/products", json={**PRODUCT, "sku": "KT-2048-003"})
-        output = service.stop()
+        database_proxy.start()
+        restarted = time.monotonic()
+        time_to_200 = asyncio.run(ready_after(service.url, 200, restarted))
+        listed = client.get("/api/v1/products")
+        created = client.post("/api/v1/products", json={**PRODUCT, "sku": "KT-2048-003"})
+    output = service.stop()
 
     print(
         f"\ndatabase unreachable: {len(down)} requests needing it answered "
@@ -322,14 +275,10 @@ def connection_refused(port: int) -> bool:
 def test_sigterm_mid_burst_finishes_every_accepted_request_then_exits_0(
     projects: Projects, tmp_path: Path
 ) -> None:
-    project = projects.installed(DEFAULT)
-    database = tmp_path / "service.db"
-    service = ServiceProcess(
-        project,
-        DEFAULT.package,
-        tmp_path / "service.log",
-        APP_DATABASE_URL=f"sqlite+aiosqlite:///{database}",
-        APP_LOG_FORMAT="json",
+    service = sqlite_service(
+        projects,
+        DEFAULT,
+        tmp_path,
         APP_GRACEFUL_TIMEOUT=str(GRACE_SECONDS),
         # Every export of the burst served (the cap on streams is tests/test_faults_export.py's).
         APP_MAX_STREAMS=str(BURST),
@@ -337,7 +286,7 @@ def test_sigterm_mid_burst_finishes_every_accepted_request_then_exits_0(
         PYTHONWARNINGS="default::ResourceWarning",
     )
     service.wait_until_live()  # started: the migrations made the table
-    seed_products(project, DEFAULT.package, EXPORT_ROWS, f"sqlite+aiosqlite:///{database}")
+    seed_products(projects.installed(DEFAULT), DEFAULT.package, EXPORT_ROWS, sqlite_url(tmp_path))
     burst = asyncio.run(export_burst_then_sigterm(service))
     output = service.output
 
@@ -458,15 +407,7 @@ def too_large_in_chunks() -> Iterator[bytes]:
 def test_hostile_input_gets_envelopes_and_json_log_lines_never_a_trace(
     projects: Projects, tmp_path: Path
 ) -> None:
-    project = projects.installed(DEFAULT)
-    service = ServiceProcess(
-        project,
-        DEFAULT.package,
-        tmp_path / "service.log",
-        APP_LOG_FORMAT="json",
-        APP_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'service.db'}",
-        APP_MAX_BODY_BYTES=str(MAX_BODY_BYTES),
-    )
+    service = sqlite_service(projects, DEFAULT, tmp_path, APP_MAX_BODY_BYTES=str(MAX_BODY_BYTES))
     long_id = "r" * 10_000
     with service, httpx.Client(base_url=service.url, timeout=10) as client:
         answers: dict[str, httpx.Response] = {}

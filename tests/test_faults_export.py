@@ -23,13 +23,11 @@ import h11
 import httpx
 import pytest
 from conftest import Projects
+from faults import ENVELOPE, PostgresDatabase, postgres_service
 from support import ServiceProcess
-from test_faults import ENVELOPE, postgres_server, throwaway_database
 from variants import POSTGRES_MEMORY
 
-from harness import database_url, seed_products
-
-__all__ = ["postgres_server"]  # a fixture, used by name
+from harness import seed_products
 
 # Far more CSV than the socket buffers between a stalled reader and the service hold (under
 # 1 MB with Internet-sized segments; up to 4 MiB on loopback's): about 7 MB.
@@ -207,46 +205,39 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 
 @pytest.mark.xdist_group(POSTGRES_MEMORY.id)
 def test_slow_export_readers_do_not_starve_the_other_routes(
-    projects: Projects, postgres_server: str, tmp_path: Path
+    projects: Projects, postgres_database: PostgresDatabase, tmp_path: Path
 ) -> None:
     project = projects.installed(POSTGRES_MEMORY)
     python = project / ".venv" / "bin" / "python"
-    with throwaway_database(project, postgres_server) as database:
-        url = database_url(postgres_server, database)
-        service = ServiceProcess(
-            project,
-            POSTGRES_MEMORY.package,
-            tmp_path / "service.log",
-            APP_ENVIRONMENT="development",
-            APP_LOG_FORMAT="json",
-            APP_DATABASE_URL=url,
-            APP_STREAM_SEND_TIMEOUT_SECONDS=str(SEND_TIMEOUT),
+    url = postgres_database.url()
+    service = postgres_service(
+        projects, tmp_path, url, APP_STREAM_SEND_TIMEOUT_SECONDS=str(SEND_TIMEOUT)
+    )
+    with service:
+        seed_products(project, POSTGRES_MEMORY.package, ROWS, url)
+        export_bytes = len(httpx.get(f"{service.url}/api/v1/products/export").content)
+        asyncio.run(read_latencies(service.url, list(range(1, 51))))  # warm up
+        alone, alone_statuses = asyncio.run(read_latencies(service.url, ids(100, READS)))
+        stop_file = tmp_path / "stop-watching"
+        dsn = postgres_database.url(scheme="postgresql")
+        watch = [python, "-c", WATCH_TRANSACTIONS, dsn]
+        watcher = subprocess.Popen(
+            [*watch, stop_file],
+            stdout=subprocess.PIPE,
+            text=True,
         )
-        with service:
-            seed_products(project, POSTGRES_MEMORY.package, ROWS, url)
-            export_bytes = len(httpx.get(f"{service.url}/api/v1/products/export").content)
-            asyncio.run(read_latencies(service.url, list(range(1, 51))))  # warm up
-            alone, alone_statuses = asyncio.run(read_latencies(service.url, ids(100, READS)))
-            stop_file = tmp_path / "stop-watching"
-            dsn = database_url(postgres_server, database, scheme="postgresql")
-            watch = [python, "-c", WATCH_TRANSACTIONS, dsn]
-            watcher = subprocess.Popen(
-                [*watch, stop_file],
-                stdout=subprocess.PIPE,
-                text=True,
+        try:
+            loaded, loaded_statuses, reads = asyncio.run(
+                reads_under_slow_readers(service, ids(1000, READS))
             )
-            try:
-                loaded, loaded_statuses, reads = asyncio.run(
-                    reads_under_slow_readers(service, ids(1000, READS))
-                )
-            finally:
-                stop_file.touch()
-                watched = json.loads(watcher.communicate(timeout=30)[0])
-            # Again once the readers are gone: the machine's other load (the suite's other
-            # worker) moves a p99 of a few hundred reads by itself, so the readers' effect is judged
-            # against the slower of the two runs without them.
-            after, after_statuses = asyncio.run(read_latencies(service.url, ids(500, READS)))
-        output = service.stop()
+        finally:
+            stop_file.touch()
+            watched = json.loads(watcher.communicate(timeout=30)[0])
+        # Again once the readers are gone: the machine's other load (the suite's other
+        # worker) moves a p99 of a few hundred reads by itself, so the readers' effect is judged
+        # against the slower of the two runs without them.
+        after, after_statuses = asyncio.run(read_latencies(service.url, ids(500, READS)))
+    output = service.stop()
 
     baseline = max(p99(alone), p99(after))
     ratio = p99(loaded) / baseline

@@ -17,46 +17,29 @@ import json
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from conftest import Projects
-from support import RedisServer, ServiceProcess, TcpProxy
-from test_faults import ENVELOPE, PRODUCT, postgres_server, through_proxy, throwaway_database
+from faults import (
+    ENVELOPE,
+    PRODUCT,
+    PostgresDatabase,
+    json_logging_service,
+    postgres_service,
+    sqlite_service,
+    sqlite_url,
+)
+from support import RedisServer, ServiceProcess, TcpProxy, Variant
 from variants import DEFAULT, POSTGRES_MEMORY, SELF_HOSTED_DOCS, SQLITE_REDIS
-
-from harness import database_url
-
-__all__ = ["postgres_server"]  # a fixture, used by name
 
 # What the service is told to wait for its database, at most, in these tests.
 DATABASE_TIMEOUT = 1.0
 SECRET = "hardening-secret-that-is-long-enough-0123456789"
-
-
-@pytest.fixture
-def database_proxy(postgres_server: str) -> Iterator[TcpProxy]:
-    address = urlsplit(postgres_server)
-    proxy = TcpProxy((address.hostname or "127.0.0.1", address.port or 5432))
-    proxy.start()
-    yield proxy
-    proxy.close()
-
-
-@pytest.fixture
-def redis_proxy() -> Iterator[tuple[RedisServer, TcpProxy]]:
-    server = RedisServer()
-    server.start()
-    proxy = TcpProxy(("127.0.0.1", server.port))
-    proxy.start()
-    yield server, proxy
-    proxy.close()
-    server.kill()
 
 
 @dataclass(frozen=True)
@@ -115,32 +98,30 @@ async def until_served(base_url: str, path: str, seconds: float) -> float:
 
 @pytest.mark.xdist_group(POSTGRES_MEMORY.id)
 def test_hanging_database_answers_503_within_the_timeout_and_serves_again_at_once(
-    projects: Projects, postgres_server: str, database_proxy: TcpProxy, tmp_path: Path
+    projects: Projects,
+    postgres_database: PostgresDatabase,
+    database_proxy: TcpProxy,
+    tmp_path: Path,
 ) -> None:
-    project = projects.installed(POSTGRES_MEMORY)
-    with throwaway_database(project, postgres_server) as database:
-        service = ServiceProcess(
-            project,
-            POSTGRES_MEMORY.package,
-            tmp_path / "service.log",
-            APP_ENVIRONMENT="development",
-            APP_LOG_FORMAT="json",
-            APP_DATABASE_URL=through_proxy(postgres_server, database_proxy, database),
-            APP_DATABASE_POOL_SIZE="2",
-            APP_DATABASE_TIMEOUT_SECONDS=str(DATABASE_TIMEOUT),
-        )
-        with service, httpx.Client(base_url=service.url, timeout=CLIENT_TIMEOUT) as client:
-            product = client.post("/api/v1/products", json=PRODUCT).json()
-            # Both pooled connections open and idle, as on a service that has been serving.
-            for _ in range(4):
-                client.get("/api/v1/products")
-            database_proxy.hang()
-            down = asyncio.run(requests_while_the_database_hangs(service.url, product["id"]))
-            database_proxy.resume()
-            back = asyncio.run(until_served(service.url, "/api/v1/products", 10))
-            # Every connection slot came back: as many requests at once as the pool holds.
-            after = [client.get(f"/api/v1/products/{product['id']}") for _ in range(4)]
-        output = service.stop()
+    service = postgres_service(
+        projects,
+        tmp_path,
+        postgres_database.url_through(database_proxy),
+        APP_DATABASE_POOL_SIZE="2",
+        APP_DATABASE_TIMEOUT_SECONDS=str(DATABASE_TIMEOUT),
+    )
+    with service, httpx.Client(base_url=service.url, timeout=CLIENT_TIMEOUT) as client:
+        product = client.post("/api/v1/products", json=PRODUCT).json()
+        # Both pooled connections open and idle, as on a service that has been serving.
+        for _ in range(4):
+            client.get("/api/v1/products")
+        database_proxy.hang()
+        down = asyncio.run(requests_while_the_database_hangs(service.url, product["id"]))
+        database_proxy.resume()
+        back = asyncio.run(until_served(service.url, "/api/v1/products", 10))
+        # Every connection slot came back: as many requests at once as the pool holds.
+        after = [client.get(f"/api/v1/products/{product['id']}") for _ in range(4)]
+    output = service.stop()
 
     slowest = max(result.seconds for result in down)
     print(
@@ -170,28 +151,23 @@ READY_PROBE_TIMEOUT = 3.0  # the Kubernetes probes' timeoutSeconds
 
 @pytest.mark.xdist_group(POSTGRES_MEMORY.id)
 def test_ready_answers_within_the_probe_timeout_while_the_database_hangs(
-    projects: Projects, postgres_server: str, database_proxy: TcpProxy, tmp_path: Path
+    projects: Projects,
+    postgres_database: PostgresDatabase,
+    database_proxy: TcpProxy,
+    tmp_path: Path,
 ) -> None:
-    project = projects.installed(POSTGRES_MEMORY)
-    with throwaway_database(project, postgres_server) as database:
-        service = ServiceProcess(
-            project,
-            POSTGRES_MEMORY.package,
-            tmp_path / "service.log",
-            APP_ENVIRONMENT="development",
-            APP_LOG_FORMAT="json",
-            APP_DATABASE_URL=through_proxy(postgres_server, database_proxy, database),
-        )
-        with service, httpx.Client(base_url=service.url, timeout=CLIENT_TIMEOUT) as client:
-            assert client.get("/health/ready").status_code == 200
-            database_proxy.hang()
-            probes = []
-            for _ in range(3):
-                started = time.monotonic()
-                response = client.get("/health/ready")
-                probes.append((time.monotonic() - started, response))
-            database_proxy.resume()
-        output = service.stop()
+    url = postgres_database.url_through(database_proxy)
+    service = postgres_service(projects, tmp_path, url)
+    with service, httpx.Client(base_url=service.url, timeout=CLIENT_TIMEOUT) as client:
+        assert client.get("/health/ready").status_code == 200
+        database_proxy.hang()
+        probes = []
+        for _ in range(3):
+            started = time.monotonic()
+            response = client.get("/health/ready")
+            probes.append((time.monotonic() - started, response))
+        database_proxy.resume()
+    output = service.stop()
 
     timings = ", ".join(f"{seconds:.2f}s" for seconds, _ in probes)
     print(
@@ -209,10 +185,6 @@ def test_ready_answers_within_the_probe_timeout_while_the_database_hangs(
 # 3. A write while Redis hangs
 
 
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
-
-
 def stored_price(client: httpx.Client, product_id: int) -> str:
     """The product's price as the database has it: the list is never cached."""
     items = client.get("/api/v1/products", params={"size": 100}).json()["items"]
@@ -221,28 +193,20 @@ def stored_price(client: httpx.Client, product_id: int) -> str:
 
 @pytest.mark.xdist_group(SQLITE_REDIS.id)
 def test_write_while_redis_hangs_leaves_no_old_version_to_read(
-    projects: Projects, redis_proxy: tuple[RedisServer, TcpProxy], tmp_path: Path
+    projects: Projects, redis_proxy: TcpProxy, tmp_path: Path
 ) -> None:
-    _, proxy = redis_proxy
-    project = projects.installed(SQLITE_REDIS)
-    service = ServiceProcess(
-        project,
-        SQLITE_REDIS.package,
-        tmp_path / "service.log",
-        APP_LOG_FORMAT="json",
-        APP_REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0",
-        APP_DATABASE_URL=sqlite_url(tmp_path),
-    )
+    redis_url = f"redis://127.0.0.1:{redis_proxy.port}/0"
+    service = sqlite_service(projects, SQLITE_REDIS, tmp_path, APP_REDIS_URL=redis_url)
     with service, httpx.Client(base_url=service.url, timeout=CLIENT_TIMEOUT) as client:
         product = client.post("/api/v1/products", json=PRODUCT).json()
         one = f"/api/v1/products/{product['id']}"
         client.get(one)
         cached = client.get(one)
-        proxy.hang()
+        redis_proxy.hang()
         started = time.monotonic()
         patched = client.patch(one, json={"price": "21.50"})
         patch_seconds = time.monotonic() - started
-        proxy.resume()
+        redis_proxy.resume()
         time.sleep(1.5)  # past the second the cache rests after a failure
         reads = [client.get(one) for _ in range(5)]
         stored = stored_price(client, product["id"])
@@ -312,18 +276,10 @@ async def race_reads_against_a_patch(base_url: str) -> tuple[int, int, Counter[i
 
 @pytest.mark.xdist_group(SQLITE_REDIS.id)
 def test_reads_racing_a_write_never_cache_the_old_version(
-    projects: Projects, redis_proxy: tuple[RedisServer, TcpProxy], tmp_path: Path
+    projects: Projects, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    server, _ = redis_proxy
-    project = projects.installed(SQLITE_REDIS)
-    service = ServiceProcess(
-        project,
-        SQLITE_REDIS.package,
-        tmp_path / "service.log",
-        APP_LOG_FORMAT="json",
-        APP_WORKERS="2",
-        APP_REDIS_URL=server.url,
-        APP_DATABASE_URL=sqlite_url(tmp_path),
+    service = sqlite_service(
+        projects, SQLITE_REDIS, tmp_path, APP_WORKERS="2", APP_REDIS_URL=redis_server.url
     )
     service.wait_until_live(120)  # two workers start on a busy machine
     started = time.monotonic()
@@ -365,15 +321,11 @@ async def race_patches_against_a_delete(base_url: str, rounds: int) -> Counter[s
     return outcomes
 
 
-def race_writes(project: Path, package: str, log: Path, rounds: int, **env: str) -> Counter[str]:
-    service = ServiceProcess(
-        project,
-        package,
-        log,
-        APP_ENVIRONMENT="development",
-        APP_LOG_FORMAT="json",
-        APP_WORKERS="2",
-        **env,
+def race_writes(
+    projects: Projects, variant: Variant, tmp_path: Path, rounds: int, **env: str
+) -> Counter[str]:
+    service = json_logging_service(
+        projects, variant, tmp_path, APP_ENVIRONMENT="development", APP_WORKERS="2", **env
     )
     service.wait_until_live(120)
     outcomes = asyncio.run(race_patches_against_a_delete(service.url, rounds))
@@ -390,16 +342,11 @@ def assert_no_server_error(outcomes: Counter[str]) -> None:
 
 @pytest.mark.xdist_group(POSTGRES_MEMORY.id)
 def test_writes_racing_on_postgresql_answer_404_or_409_never_5xx(
-    projects: Projects, postgres_server: str, tmp_path: Path
+    projects: Projects, postgres_database: PostgresDatabase, tmp_path: Path
 ) -> None:
-    project = projects.installed(POSTGRES_MEMORY)
     rounds = 160
-    with throwaway_database(project, postgres_server) as database:
-        url = database_url(postgres_server, database)
-        service_log = tmp_path / "service.log"
-        outcomes = race_writes(
-            project, POSTGRES_MEMORY.package, service_log, rounds, APP_DATABASE_URL=url
-        )
+    url = postgres_database.url()
+    outcomes = race_writes(projects, POSTGRES_MEMORY, tmp_path, rounds, APP_DATABASE_URL=url)
     print(
         f"\nwrites racing on PostgreSQL (2 workers): {rounds} rounds of 2 PATCHes and a DELETE "
         f"of one product at once: {dict(sorted(outcomes.items()))}"
@@ -411,14 +358,9 @@ def test_writes_racing_on_postgresql_answer_404_or_409_never_5xx(
 def test_writes_racing_on_sqlite_answer_404_or_409_never_5xx(
     projects: Projects, tmp_path: Path
 ) -> None:
-    project = projects.installed(DEFAULT)
     rounds = 50
     outcomes = race_writes(
-        project,
-        DEFAULT.package,
-        tmp_path / "service.log",
-        rounds,
-        APP_DATABASE_URL=sqlite_url(tmp_path),
+        projects, DEFAULT, tmp_path, rounds, APP_DATABASE_URL=sqlite_url(tmp_path)
     )
     print(
         f"\nwrites racing on SQLite (2 workers): {rounds} rounds of 2 PATCHes and a DELETE of one "
@@ -459,15 +401,7 @@ def absurd_tokens() -> dict[str, str]:
 
 @pytest.mark.xdist_group(SELF_HOSTED_DOCS.id)
 def test_signed_but_absurd_tokens_answer_401_envelopes(projects: Projects, tmp_path: Path) -> None:
-    project = projects.installed(SELF_HOSTED_DOCS)
-    service = ServiceProcess(
-        project,
-        SELF_HOSTED_DOCS.package,
-        tmp_path / "service.log",
-        APP_LOG_FORMAT="json",
-        APP_SECRET_KEY=SECRET,
-        APP_DATABASE_URL=sqlite_url(tmp_path),
-    )
+    service = sqlite_service(projects, SELF_HOSTED_DOCS, tmp_path, APP_SECRET_KEY=SECRET)
     now = int(time.time())
     sane = hs256({"sub": "alice", "iat": now, "exp": now + 300})
     answers: dict[str, httpx.Response | None] = {}
@@ -532,14 +466,7 @@ def schema_allows_null_sku(schema: dict[str, Any]) -> bool:
 
 @pytest.mark.xdist_group(DEFAULT.id)
 def test_the_api_answers_as_its_schema_says(projects: Projects, tmp_path: Path) -> None:
-    project = projects.installed(DEFAULT)
-    service = ServiceProcess(
-        project,
-        DEFAULT.package,
-        tmp_path / "service.log",
-        APP_LOG_FORMAT="json",
-        APP_DATABASE_URL=sqlite_url(tmp_path),
-    )
+    service = sqlite_service(projects, DEFAULT, tmp_path)
     with service, httpx.Client(base_url=service.url, timeout=CLIENT_TIMEOUT) as client:
         schema = client.get("/openapi.json").json()
         one = f"/api/v1/products/{client.post('/api/v1/products', json=PRODUCT).json()['id']}"
@@ -624,14 +551,7 @@ FORMULA_NAMES = ['=HYPERLINK("http://x","y")', "+1+1", "-2+3", "@SUM(A1)", "\tTa
 
 @pytest.mark.xdist_group(DEFAULT.id)
 def test_csv_export_neutralises_formulas(projects: Projects, tmp_path: Path) -> None:
-    project = projects.installed(DEFAULT)
-    service = ServiceProcess(
-        project,
-        DEFAULT.package,
-        tmp_path / "service.log",
-        APP_LOG_FORMAT="json",
-        APP_DATABASE_URL=sqlite_url(tmp_path),
-    )
+    service = sqlite_service(projects, DEFAULT, tmp_path)
     with service, httpx.Client(base_url=service.url, timeout=CLIENT_TIMEOUT) as client:
         for index, name in enumerate(FORMULA_NAMES):
             product = {**PRODUCT, "name": name, "sku": f"FX-0000-{index:03d}"}

@@ -18,19 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import Projects
+from faults import ENVELOPE, PRODUCT, PostgresDatabase, postgres_service, sqlite_service
 from support import RedisServer, ServiceProcess, Variant, run
-from test_faults import ENVELOPE, PRODUCT, postgres_server, throwaway_database
 from variants import DEFAULT, POSTGRES_MEMORY, SQLITE_REDIS, UVICORN
 
-from harness import database_url
-
-__all__ = ["postgres_server"]  # a fixture, used by name
-
 CLIENT_TIMEOUT = 10.0
-
-
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
 
 
 @contextlib.contextmanager
@@ -130,14 +122,7 @@ async def huge_headers_while_probing(url: str, port: int) -> tuple[list[tuple[st
 def test_huge_headers_are_refused_at_once_and_the_loop_keeps_serving(
     projects: Projects, tmp_path: Path
 ) -> None:
-    project = projects.installed(DEFAULT)
-    service = ServiceProcess(
-        project,
-        DEFAULT.package,
-        tmp_path / "service.log",
-        APP_LOG_FORMAT="json",
-        APP_DATABASE_URL=sqlite_url(tmp_path),
-    )
+    service = sqlite_service(projects, DEFAULT, tmp_path)
     with running(service):
         rss_before = service.rss_kib()
         results, probe = asyncio.run(huge_headers_while_probing(service.url, service.port))
@@ -236,13 +221,10 @@ BOUNDED_BY_SERVER = {DEFAULT.id: ("silent", "slow", "idle"), UVICORN.id: ("idle"
 def test_incomplete_and_idle_connections_are_closed_after_their_timeout(
     projects: Projects, tmp_path: Path, variant: Variant
 ) -> None:
-    project = projects.installed(variant)
-    service = ServiceProcess(
-        project,
-        variant.package,
-        tmp_path / "service.log",
-        APP_LOG_FORMAT="json",
-        APP_DATABASE_URL=sqlite_url(tmp_path),
+    service = sqlite_service(
+        projects,
+        variant,
+        tmp_path,
         APP_HEADER_TIMEOUT_SECONDS=str(HEAD_TIMEOUT),
         APP_KEEP_ALIVE_TIMEOUT_SECONDS=str(KEEP_ALIVE_TIMEOUT),
     )
@@ -324,15 +306,7 @@ async def past_the_cap(
 def test_past_the_cap_on_requests_at_once_they_get_503_until_slots_free(
     projects: Projects, tmp_path: Path, variant: Variant
 ) -> None:
-    project = projects.installed(variant)
-    service = ServiceProcess(
-        project,
-        variant.package,
-        tmp_path / "service.log",
-        APP_LOG_FORMAT="json",
-        APP_DATABASE_URL=sqlite_url(tmp_path),
-        APP_MAX_CONNECTIONS=str(CAP),
-    )
+    service = sqlite_service(projects, variant, tmp_path, APP_MAX_CONNECTIONS=str(CAP))
     with running(service):
         refused, probes, after, served_again = asyncio.run(past_the_cap(service.url, service.port))
 
@@ -356,14 +330,6 @@ def test_past_the_cap_on_requests_at_once_they_get_503_until_slots_free(
 # 9. Redis under pressure, a flood of reads of one product
 
 
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.kill()
-
-
 CONCURRENT_READS = 150
 READ_ROUNDS = 3
 
@@ -384,15 +350,7 @@ async def concurrent_reads(url: str, path: str) -> Counter[str]:
 def test_more_reads_at_once_than_redis_connections_wait_for_one_instead_of_bypassing_the_cache(
     projects: Projects, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    project = projects.installed(SQLITE_REDIS)
-    service = ServiceProcess(
-        project,
-        SQLITE_REDIS.package,
-        tmp_path / "service.log",
-        APP_LOG_FORMAT="json",
-        APP_REDIS_URL=redis_server.url,
-        APP_DATABASE_URL=sqlite_url(tmp_path),
-    )
+    service = sqlite_service(projects, SQLITE_REDIS, tmp_path, APP_REDIS_URL=redis_server.url)
     with running(service):
         product = httpx.post(f"{service.url}/api/v1/products", json=PRODUCT).json()
         one = f"/api/v1/products/{product['id']}"
@@ -491,31 +449,22 @@ async def create_during_a_flood(url: str, path: str, seconds: float) -> Timeline
 
 @pytest.mark.xdist_group(POSTGRES_MEMORY.id)
 def test_reads_of_a_missing_product_at_once_share_their_database_queries(
-    projects: Projects, postgres_server: str, tmp_path: Path
+    projects: Projects, postgres_database: PostgresDatabase, tmp_path: Path
 ) -> None:
     project = projects.installed(POSTGRES_MEMORY)
     python = project / ".venv" / "bin" / "python"
-    with throwaway_database(project, postgres_server) as database:
-        service = ServiceProcess(
-            project,
-            POSTGRES_MEMORY.package,
-            tmp_path / "service.log",
-            APP_ENVIRONMENT="development",
-            APP_LOG_FORMAT="json",
-            APP_DATABASE_URL=database_url(postgres_server, database),
-        )
-        with running(service):
-            # The database numbers ids from 1: the first product created gets id 1.
-            missing, flood_seconds = asyncio.run(
-                flood(service.url, "/api/v1/products/1", FLOOD_READS)
-            )
-            created = httpx.post(f"{service.url}/api/v1/products", json=PRODUCT).json()
-            right_after = httpx.get(f"{service.url}/api/v1/products/{created['id']}")
-            timeline = asyncio.run(create_during_a_flood(service.url, "/api/v1/products/2", 2.0))
-            settled = httpx.get(f"{service.url}/api/v1/products/2")
-        # The service's connections are closed now: the server has counted all their reads.
-        dsn = database_url(postgres_server, database, scheme="postgresql")
-        scans = int(run([python, "-c", PRODUCT_SCANS, dsn], project).stdout.strip())
+    url = postgres_database.url()
+    service = postgres_service(projects, tmp_path, url)
+    with running(service):
+        # The database numbers ids from 1: the first product created gets id 1.
+        missing, flood_seconds = asyncio.run(flood(service.url, "/api/v1/products/1", FLOOD_READS))
+        created = httpx.post(f"{service.url}/api/v1/products", json=PRODUCT).json()
+        right_after = httpx.get(f"{service.url}/api/v1/products/{created['id']}")
+        timeline = asyncio.run(create_during_a_flood(service.url, "/api/v1/products/2", 2.0))
+        settled = httpx.get(f"{service.url}/api/v1/products/2")
+    # The service's connections are closed now: the server has counted all their reads.
+    dsn = postgres_database.url(scheme="postgresql")
+    scans = int(run([python, "-c", PRODUCT_SCANS, dsn], project).stdout.strip())
 
     reads = len(timeline.reads) + FLOOD_READS + 2
     print(

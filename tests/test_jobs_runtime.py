@@ -21,8 +21,9 @@ import httpx
 import pytest
 from conftest import Projects
 from support import ServiceProcess, clean_env, free_port
-from test_faults import throwaway_database
 from variants import JOBS
+
+from harness import throwaway_database
 
 pytestmark = pytest.mark.xdist_group(JOBS.id)
 
