@@ -32,7 +32,7 @@ def price_percentiles(prices: list[Decimal]) -> tuple[Decimal | None, Decimal | 
     return statistics.median(prices), deciles[-1]
 
 
-def inert(cell: Any) -> Any:
+def spreadsheet_safe(cell: Any) -> Any:
     """The cell as text a spreadsheet shows rather than runs; numbers and dates as they are."""
     if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
         return "'" + cell
@@ -41,7 +41,7 @@ def inert(cell: Any) -> Any:
 
 def csv_chunk(rows: Iterable[Sequence[Any]]) -> str:
     buffer = io.StringIO()
-    csv.writer(buffer).writerows([inert(cell) for cell in row] for row in rows)
+    csv.writer(buffer).writerows([spreadsheet_safe(cell) for cell in row] for row in rows)
     return buffer.getvalue()
 
 
@@ -77,12 +77,12 @@ class ProductService:
     async def update(self, product_id: int, payload: ProductUpdate) -> ProductOut:
         values = payload.model_dump(exclude_unset=True)
         # The write commits inside: once it returns, no read serves (or caches) the old version.
-        async with self._cache.changing(product_id):
+        async with self._cache.invalidating(product_id):
             product = await self._repository.update(product_id, values)
         return ProductOut.model_validate(product)
 
     async def delete(self, product_id: int) -> None:
-        async with self._cache.changing(product_id):
+        async with self._cache.invalidating(product_id):
             await self._repository.delete(product_id)
 
     async def stats(self) -> ProductStats:
