@@ -1,7 +1,10 @@
 """The settings every service has: where it runs, how it logs, its secret.
 
 Each feature declares its own fields beside its code (e.g. `DatabaseSettings` in db.py);
-config.py puts them together into the one `Settings` that the service reads.
+config.py puts them together into the one `Settings` that the service reads. A feature's class
+is a `BaseModel` of its own fields, or a `CoreSettings` when one of its rules reads a core field
+(the environment, the number of workers); a rule checks only fields, and no class overrides
+another's method, so the order config.py lists them in never changes what is valid.
 """
 
 from enum import StrEnum
