@@ -50,6 +50,8 @@ MEMORY_HIT_BUDGET = 0.60
 REDIS_HIT_BUDGET = 0.45
 POSTGRES_READ_BUDGET = 0.40
 TRACING_SAMPLED_BUDGET = 0.90
+# error_reporting=sentry, a DSN set and no error raised: what reporting costs every request.
+ERROR_REPORTING_BUDGET = 0.90
 WALL_BUDGET_SECONDS = 20 * 60
 # A database of its own on the shared Redis, so the benchmark never touches other users' keys.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -81,6 +83,8 @@ UNSAMPLED_LIVE = "liveness, tracing, always_off"
 UNSAMPLED_HIT = "product read, memory cache hit, tracing, always_off"
 UNEXPORTED_LIVE = "liveness, tracing, every request sampled, exporter none"
 UNEXPORTED_HIT = "product read, memory cache hit, tracing, every request sampled, exporter none"
+REPORTING_LIVE = "liveness, error_reporting=sentry"
+REPORTING_HIT = "product read, memory cache hit, error_reporting=sentry"
 LIMITED_HIT = "product read, memory cache hit, rate limit counted in process"
 LIMITED_REDIS_HIT = "product read, memory cache hit, rate limit counted in Redis"
 SQLITE_READ = "product read by id, SQLite, cache=none"
@@ -153,6 +157,8 @@ UNSAMPLED_LIVE_VS_OFF = "Tracing, always_off (no request sampled) / off: livenes
 UNSAMPLED_HIT_VS_OFF = "Tracing, always_off (no request sampled) / off: memory cache hit"
 UNEXPORTED_LIVE_VS_OFF = "Tracing, every request sampled, exporter none / off: liveness"
 UNEXPORTED_HIT_VS_OFF = "Tracing, every request sampled, exporter none / off: memory cache hit"
+REPORTING_LIVE_VS_OFF = "Error reporting (Sentry SDK, DSN set) / off: liveness"
+REPORTING_HIT_VS_OFF = "Error reporting (Sentry SDK, DSN set) / off: memory cache hit"
 LIMITED_VS_OFF = "Rate limit counted in process / off: memory cache hit"
 LIMITED_REDIS_VS_OFF = "Rate limit counted in Redis / off: memory cache hit"
 WALL_TIME = "Whole benchmark wall time"
@@ -185,6 +191,8 @@ FEATURE_MEASURES = [
     UNSAMPLED_HIT_VS_OFF,
     UNEXPORTED_LIVE_VS_OFF,
     UNEXPORTED_HIT_VS_OFF,
+    REPORTING_LIVE_VS_OFF,
+    REPORTING_HIT_VS_OFF,
     LIMITED_VS_OFF,
     LIMITED_REDIS_VS_OFF,
 ]
@@ -450,7 +458,8 @@ class Bench:
         return paths
 
     def features(self, default: Project, uvicorn: Project, paths: set[str]) -> None:
-        """Cached reads against liveness, and what tracing and the rate limit cost."""
+        """Cached reads against liveness, and what tracing, error reporting and the rate limit
+        cost."""
         if not products.has_item_route(paths):
             reason = f"{products.NOT_AVAILABLE} (no {products.COLLECTION}/{{id}} in /openapi.json)"
             for measure in FEATURE_MEASURES:
@@ -463,6 +472,7 @@ class Bench:
             for measure in (REDIS_HIT_VS_LIVE, REDIS_VS_MEMORY, LIMITED_REDIS_VS_OFF):
                 self.record(missing_row(measure, f"Redis not reachable at {self.redis_url}"))
         traced = self.build_more("tracing", tracing="true")
+        reporting = self.build_more("error-reporting", error_reporting="sentry")
         limited = self.build_more("rate-limit", rate_limit="true")
         try:
             with ExitStack() as stack, OtlpSink() as sink:
@@ -478,6 +488,8 @@ class Bench:
                 }
                 unsampled = {**tracing, "OTEL_TRACES_SAMPLER": "always_off"}
                 unexported = {**every, "OTEL_TRACES_EXPORTER": "none"}
+                # The sink takes the SDK's envelopes too: a DSN that answers, as Sentry would.
+                dsn = {"SENTRY_DSN": sink.endpoint.replace("http://", "http://public@") + "/1"}
                 limit = {"APP_RATE_LIMIT": UNREACHED_RATE_LIMIT}
                 # (liveness measured on it, or None; its cached read; render; database; env)
                 servers: list[tuple[str | None, str, Project, str, dict[str, str]]] = [
@@ -487,6 +499,7 @@ class Bench:
                     (SAMPLED_LIVE, SAMPLED_HIT, traced, "read-sampled", tenth),
                     (UNSAMPLED_LIVE, UNSAMPLED_HIT, traced, "read-unsampled", unsampled),
                     (UNEXPORTED_LIVE, UNEXPORTED_HIT, traced, "read-unexported", unexported),
+                    (REPORTING_LIVE, REPORTING_HIT, reporting, "read-reporting", dsn),
                     (None, LIMITED_HIT, limited, "read-limited", limit),
                 ]
                 if redis:
@@ -529,6 +542,12 @@ class Bench:
         self.record_ratio(UNSAMPLED_HIT_VS_OFF, runs[UNSAMPLED_HIT], off_hit)
         self.record_ratio(UNEXPORTED_LIVE_VS_OFF, runs[UNEXPORTED_LIVE], off_live)
         self.record_ratio(UNEXPORTED_HIT_VS_OFF, runs[UNEXPORTED_HIT], off_hit)
+        self.record_ratio(
+            REPORTING_LIVE_VS_OFF, runs[REPORTING_LIVE], off_live, ERROR_REPORTING_BUDGET
+        )
+        self.record_ratio(
+            REPORTING_HIT_VS_OFF, runs[REPORTING_HIT], off_hit, ERROR_REPORTING_BUDGET
+        )
         self.record_ratio(LIMITED_VS_OFF, runs[LIMITED_HIT], off_hit)
         if redis:
             self.record_ratio(

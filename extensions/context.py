@@ -194,6 +194,9 @@ def dependencies_for(answers: dict[str, Any]) -> list[str]:
         # SAQ runs the jobs on Redis; the service opens the Redis client itself (timeouts). The
         # worker serves its health checks with uvicorn, in the loop that runs the jobs.
         deps += ["redis>=5.2", "saq[redis]>=0.26", SERVER_DEPENDENCIES["uvicorn"]]
+    if answers["error_reporting"] == "sentry":
+        # anyio: shutdown waits for the SDK's last sends in a worker thread.
+        deps += ["anyio>=4.6", "sentry-sdk>=3.0"]
     if answers["docs"] == "self_hosted":
         # docs.py serves the Swagger UI and ReDoc files that this package ships.
         deps.append("fastapi-offline>=1.7.7,<2")
@@ -273,6 +276,7 @@ ANSWERS_USED = {
     "http_client",
     "metrics",
     "tracing",
+    "error_reporting",
     "docs",
     "rate_limit",
     "project_slug",
@@ -398,6 +402,8 @@ def fixture_modules_for(answers: dict[str, Any]) -> list[dict[str, Any]]:
         fixtures.append({"module": "tracing", "settings": False})
     if jobs_on(answers):
         fixtures.append({"module": "jobs", "settings": True})
+    if answers["error_reporting"] == "sentry":
+        fixtures.append({"module": "error_reporting", "settings": False})
     # With OpenID Connect the app under test trusts a local identity provider.
     return [*fixtures, {"module": "auth", "settings": answers["auth"] == "oidc"}]
 

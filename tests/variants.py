@@ -28,6 +28,7 @@ PAIRWISE_QUESTIONS = (
     "http_client",
     "metrics",
     "tracing",
+    "error_reporting",
     "docs",
     "rate_limit",
     "jobs",
@@ -47,6 +48,7 @@ SHORT_NAMES: dict[str, dict[object, str]] = {
     "http_client": {True: "http", False: "nohttp"},
     "metrics": {True: "metrics", False: "nometrics"},
     "tracing": {True: "tracing", False: "notracing"},
+    "error_reporting": {"none": "noreporting", "sentry": "sentry"},
     "docs": {"cdn": "cdn", "self_hosted": "selfdocs"},
     "rate_limit": {True: "ratelimit", False: "noratelimit"},
     "jobs": {True: "jobs", False: "nojobs"},
@@ -81,6 +83,9 @@ RATE_LIMIT = Variant(
     "rate-limit", {"rate_limit": True, "database": "none", "cache": "none", "server": "uvicorn"}
 )
 TRACING = Variant("tracing", {"tracing": True})
+# Reporting to a receiver the runtime test runs; that test adds a failing route to its render, so
+# no other test uses it.
+ERROR_REPORTING = Variant("error-reporting", {"error_reporting": "sentry"})
 # Jobs on PostgreSQL with a Redis broker: the runtime tests run its API and its workers.
 JOBS = Variant("jobs-postgresql", {"jobs": True, "database": "postgresql"})
 # With auth, so the offline Swagger UI has an Authorize button to show.
@@ -108,6 +113,7 @@ FULL = Variant(
         "http_client": True,
         "metrics": True,
         "tracing": True,
+        "error_reporting": "sentry",
         "docs": "self_hosted",
         "jobs": True,
         "deployment": "kubernetes",
