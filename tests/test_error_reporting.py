@@ -32,7 +32,7 @@ FAILING_DOMAIN = '''
 
     from fastapi import APIRouter
 
-    from ..features import Feature
+    from .features import Feature
 
     router = APIRouter(prefix="/api/v1/failing", tags=["failing"])
 

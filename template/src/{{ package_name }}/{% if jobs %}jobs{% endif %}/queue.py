@@ -133,7 +133,7 @@ class Jobs:
             logger.warning("job %s: the database is unavailable; retrying later", job.id)
             raise
         except Exception:
-            logger.exception("job %s (%s) failed", job.id, job.kind, extra={"job_id": job.id})
+            logger.exception("job %s (%s) failed", job.id, job.kind, extra={"job_id": str(job.id)})
             await self.store.fail(job.id, FAILED_ERROR)
             return
         await self.store.succeed(job.id, result)
