@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import re
 import shutil
@@ -13,10 +14,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -402,3 +405,53 @@ class RedisServer:
         if self.process is not None:
             self.process.kill()
             self.process.wait()
+
+
+class HoldingServer(ThreadingHTTPServer):
+    """A loopback HTTP server that a rendered service sends to (spans, error reports).
+
+    With `hold`, its handler answers nothing until `released`, as a peer that hangs does.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], *, hold: bool = False) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self.hold = hold
+        self.released = threading.Event()
+        self.lock = threading.Lock()
+
+
+Held = TypeVar("Held", bound=HoldingServer)
+
+
+def serving(server: Held) -> Iterator[Held]:
+    """`server` answering from a thread of its own until the generator ends."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.released.set()
+    server.shutdown()
+    server.server_close()
+
+
+def json_lines(output: str) -> list[dict[str, Any]]:
+    """The JSON log lines of a service's output."""
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def logged_at(lines: list[dict[str, Any]], event: str) -> float:
+    """When the service logged `event`, in seconds since the epoch."""
+    [line] = [line for line in lines if line["event"] == event]
+    return datetime.fromisoformat(line["timestamp"]).timestamp()
+
+
+def timed_liveness_reads(url: str, count: int) -> list[float]:
+    """Milliseconds of each of `count` liveness reads, one after another; all must answer 200."""
+    durations = []
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for _ in range(count):
+            started = time.perf_counter()
+            assert client.get("/health/live").status_code == 200
+            durations.append((time.perf_counter() - started) * 1000)
+    return durations

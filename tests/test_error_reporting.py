@@ -7,18 +7,24 @@ import gzip
 import json
 import statistics
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from conftest import Projects
-from support import ServiceProcess, free_port
+from support import (
+    HoldingServer,
+    ServiceProcess,
+    free_port,
+    json_lines,
+    logged_at,
+    serving,
+    timed_liveness_reads,
+)
 from variants import ERROR_REPORTING
 
 REQUESTS = 200
@@ -46,19 +52,11 @@ FAILING_DOMAIN = '''
 '''
 
 
-class Receiver(ThreadingHTTPServer):
-    """A Sentry envelope endpoint on a free loopback port, keeping the events it is sent.
-
-    With `hold`, it answers nothing until released, as a receiver that hangs does.
-    """
-
-    daemon_threads = True
+class Receiver(HoldingServer):
+    """A Sentry envelope endpoint on a free loopback port, keeping the events it is sent."""
 
     def __init__(self, *, hold: bool = False) -> None:
-        super().__init__(("127.0.0.1", 0), EnvelopeHandler)
-        self.hold = hold
-        self.released = threading.Event()
-        self.lock = threading.Lock()
+        super().__init__(EnvelopeHandler, hold=hold)
         self.events: list[dict[str, Any]] = []
 
     @property
@@ -95,23 +93,14 @@ class EnvelopeHandler(BaseHTTPRequestHandler):
         pass
 
 
-def running(receiver: Receiver) -> Iterator[Receiver]:
-    thread = threading.Thread(target=receiver.serve_forever, daemon=True)
-    thread.start()
-    yield receiver
-    receiver.released.set()
-    receiver.shutdown()
-    receiver.server_close()
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    yield from running(Receiver())
+    yield from serving(Receiver())
 
 
 @pytest.fixture
 def hung_receiver() -> Iterator[Receiver]:
-    yield from running(Receiver(hold=True))
+    yield from serving(Receiver(hold=True))
 
 
 @pytest.fixture(scope="module")
@@ -142,10 +131,6 @@ def service(project: Path, tmp_path: Path, dsn: str, **env: str) -> ServiceProce
     )
 
 
-def json_lines(output: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
-
-
 def test_an_unhandled_error_reaches_the_receiver_with_its_request_id(
     project: Path, tmp_path: Path, receiver: Receiver
 ) -> None:
@@ -167,29 +152,13 @@ def test_an_unhandled_error_reaches_the_receiver_with_its_request_id(
     print(f"\nthe receiver got {len(receiver.events)} event, tagged {event['tags']}")
 
 
-def timed_reads(url: str) -> list[float]:
-    """Milliseconds of each of REQUESTS liveness reads, one after another; all must answer 200."""
-    durations = []
-    with httpx.Client(base_url=url, timeout=10) as client:
-        for _ in range(REQUESTS):
-            started = time.perf_counter()
-            assert client.get("/health/live").status_code == 200
-            durations.append((time.perf_counter() - started) * 1000)
-    return durations
-
-
-def at(lines: list[dict[str, Any]], event: str) -> float:
-    [line] = [line for line in lines if line["event"] == event]
-    return datetime.fromisoformat(line["timestamp"]).timestamp()
-
-
 def test_a_refusing_receiver_costs_requests_nothing_and_its_losses_are_counted(
     project: Path, tmp_path: Path
 ) -> None:
     nowhere = f"http://public@127.0.0.1:{free_port()}/1"
     with service(project, tmp_path, nowhere) as running_service:
         failures = [httpx.get(f"{running_service.url}/api/v1/failing") for _ in range(3)]
-        durations = timed_reads(running_service.url)
+        durations = timed_liveness_reads(running_service.url, REQUESTS)
     output = running_service.stop()
 
     assert {response.status_code for response in failures} == {500}
@@ -213,7 +182,7 @@ def test_a_hung_receiver_delays_no_request_and_shutdown_ends_within_the_graceful
     )
     with running_service:
         failures = [httpx.get(f"{running_service.url}/api/v1/failing") for _ in range(3)]
-        durations = timed_reads(running_service.url)
+        durations = timed_liveness_reads(running_service.url, REQUESTS)
         started = time.monotonic()
         output = running_service.stop(seconds=60)
         stopped_after = time.monotonic() - started
@@ -222,7 +191,7 @@ def test_a_hung_receiver_delays_no_request_and_shutdown_ends_within_the_graceful
     assert running_service.process.returncode == 0, output
     assert max(durations) < 1000
     lines = json_lines(output)
-    shutdown_took = at(lines, "service stopped") - at(lines, "service stopping")
+    shutdown_took = logged_at(lines, "service stopped") - logged_at(lines, "service stopping")
     # The lifespan's shutdown within the graceful timeout, a second of slack for a loaded machine.
     assert shutdown_took < graceful + 1
     assert stopped_after < 30

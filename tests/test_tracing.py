@@ -4,14 +4,11 @@ test runs, and a collector that is down or slow costs the requests nothing."""
 from __future__ import annotations
 
 import gzip
-import json
 import re
 import statistics
-import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +20,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
-from support import ServiceProcess, free_port
+from support import (
+    HoldingServer,
+    ServiceProcess,
+    free_port,
+    json_lines,
+    logged_at,
+    serving,
+    timed_liveness_reads,
+)
 from variants import TRACING
 
 PRODUCT = {"name": "Kettle", "price": "19.90", "category_id": 1, "sku": "KT-2048-001"}
@@ -34,19 +39,11 @@ REQUESTS = 200
 pytestmark = pytest.mark.xdist_group(TRACING.id)
 
 
-class Collector(ThreadingHTTPServer):
-    """An OTLP/HTTP trace receiver on a free loopback port, keeping the spans it is sent.
-
-    With `hold`, it answers no export until released, as a collector that hangs does.
-    """
-
-    daemon_threads = True
+class Collector(HoldingServer):
+    """An OTLP/HTTP trace receiver on a free loopback port, keeping the spans it is sent."""
 
     def __init__(self, *, hold: bool = False) -> None:
-        super().__init__(("127.0.0.1", 0), ExportHandler)
-        self.hold = hold
-        self.released = threading.Event()
-        self.lock = threading.Lock()
+        super().__init__(ExportHandler, hold=hold)
         self.exports: list[ExportTraceServiceRequest] = []
 
     @property
@@ -94,23 +91,14 @@ class ExportHandler(BaseHTTPRequestHandler):
         pass
 
 
-def running(collector: Collector) -> Iterator[Collector]:
-    thread = threading.Thread(target=collector.serve_forever, daemon=True)
-    thread.start()
-    yield collector
-    collector.released.set()
-    collector.shutdown()
-    collector.server_close()
-
-
 @pytest.fixture
 def collector() -> Iterator[Collector]:
-    yield from running(Collector())
+    yield from serving(Collector())
 
 
 @pytest.fixture
 def hung_collector() -> Iterator[Collector]:
-    yield from running(Collector(hold=True))
+    yield from serving(Collector(hold=True))
 
 
 def service(projects: Projects, tmp_path: Path, endpoint: str, **env: str) -> ServiceProcess:
@@ -125,10 +113,6 @@ def service(projects: Projects, tmp_path: Path, endpoint: str, **env: str) -> Se
         OTEL_BSP_SCHEDULE_DELAY="100",
         **env,
     )
-
-
-def json_lines(output: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
 def test_service_exports_the_callers_trace_to_the_collector(
@@ -164,23 +148,12 @@ def test_service_exports_the_callers_trace_to_the_collector(
     print(f"\n{len(received)} spans received by the collector, {len(ours)} in the caller's trace")
 
 
-def timed_reads(url: str) -> list[float]:
-    """Milliseconds of each of REQUESTS liveness reads, one after another; all must answer 200."""
-    durations = []
-    with httpx.Client(base_url=url, timeout=10) as client:
-        for _ in range(REQUESTS):
-            started = time.perf_counter()
-            assert client.get("/health/live").status_code == 200
-            durations.append((time.perf_counter() - started) * 1000)
-    return durations
-
-
 def test_unreachable_collector_costs_requests_nothing_and_is_said_once(
     projects: Projects, tmp_path: Path
 ) -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"
     with service(projects, tmp_path, nowhere) as running_service:
-        durations = timed_reads(running_service.url)
+        durations = timed_liveness_reads(running_service.url, REQUESTS)
         time.sleep(0.5)  # a few export attempts fail meanwhile
     output = running_service.stop()
 
@@ -215,7 +188,7 @@ def test_hung_collector_delays_no_request_and_shutdown_ends_within_the_graceful_
         OTEL_EXPORTER_OTLP_TIMEOUT="60",
     )
     with running_service:
-        durations = timed_reads(running_service.url)
+        durations = timed_liveness_reads(running_service.url, REQUESTS)
         started = time.monotonic()
         output = running_service.stop(seconds=60)
         stopped_after = time.monotonic() - started
@@ -227,7 +200,7 @@ def test_hung_collector_delays_no_request_and_shutdown_ends_within_the_graceful_
     # stop far within the 60 s the exporter would have waited.
     assert max(durations) < 1000
     lines = json_lines(output)
-    shutdown_took = at(lines, "service stopped") - at(lines, "service stopping")
+    shutdown_took = logged_at(lines, "service stopped") - logged_at(lines, "service stopping")
     assert shutdown_took < graceful + 1
     assert stopped_after < 30
     [lost] = [line["event"] for line in lines if "not exported" in line["event"]]
@@ -237,9 +210,3 @@ def test_hung_collector_delays_no_request_and_shutdown_ends_within_the_graceful_
         f"(graceful timeout {graceful} s), the process stopped {stopped_after:.1f} s after "
         f"SIGTERM; the log said: {lost!r}"
     )
-
-
-def at(lines: list[dict[str, Any]], event: str) -> float:
-    """When the service logged `event`, in seconds since the epoch."""
-    [line] = [line for line in lines if line["event"] == event]
-    return datetime.fromisoformat(line["timestamp"]).timestamp()
