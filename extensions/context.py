@@ -315,6 +315,8 @@ def features_for(answers: dict[str, Any]) -> list[str]:
     `middleware`: neither follows this list.
     """
     features = ["logging", "errors"]
+    if answers["error_reporting"] == "sentry":
+        features.append("error_reporting")
     if answers["tracing"]:
         features.append("tracing")
     if answers["database"] != "none":

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from conftest import Projects
 from support import ServiceProcess, TcpProxy, Variant, clean_env
-from variants import FULL, POSTGRES_MEMORY, RATE_LIMIT
+from variants import ERROR_REPORTING, FULL, POSTGRES_MEMORY, RATE_LIMIT
 
 from harness import database_url
 
@@ -113,6 +113,17 @@ def test_a_wrong_redis_url_stops_start_up_with_one_line(
         project, variant, "APP_REDIS_URL", wrong_redis_urls(server), **database
     )
     print(f"\n{variant.id} ({variant.answers.get('server', 'granian')}):", *report, sep="\n  ")
+
+
+@pytest.mark.xdist_group(ERROR_REPORTING.id)
+def test_a_malformed_sentry_dsn_stops_start_up_with_one_line(projects: Projects) -> None:
+    project = projects.installed(ERROR_REPORTING)
+    dsns = {
+        "no scheme": "sentry.example.com/1",
+        "no project": f"https://{SECRET}@sentry.example.com",
+    }
+    report = check_one_line_exits(project, ERROR_REPORTING, "SENTRY_DSN", dsns)
+    print(f"\n{ERROR_REPORTING.id}:", *report, sep="\n  ")
 
 
 @pytest.mark.xdist_group(POSTGRES_MEMORY.id)
