@@ -40,6 +40,9 @@ SEND_TIMEOUT = 2.0
 STALL_SECONDS = 8.0
 READS = 600
 READ_CONCURRENCY = 4
+# A read that the readers starved would wait out their stalls or the send timeout (seconds); a
+# p99 of tens of milliseconds moves with the suite's other worker by itself, ratio or not.
+STARVED_SECONDS = SEND_TIMEOUT / 4
 # A bound on each measurement: reads that queue for the pool take seconds each.
 READ_SECONDS = 15.0
 CLIENT_TIMEOUT = 15.0
@@ -259,7 +262,7 @@ def test_slow_export_readers_do_not_starve_the_other_routes(
     )
     assert set(alone_statuses) == set(after_statuses) == {200}
     assert set(loaded_statuses) == {200}
-    assert ratio <= 2.0
+    assert ratio <= 2.0 or p99(loaded) < STARVED_SECONDS
     assert reads.refusals
     assert {key for key in reads.refusals} == {(503, "SERVICE_UNAVAILABLE")}
     assert reads.refused_without_envelope == 0
