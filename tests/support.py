@@ -407,6 +407,24 @@ class RedisServer:
             self.process.wait()
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A stand-in peer's handler: no line per request, and an answer the service may have left."""
+
+    def answer(self, body: bytes = b"", content_type: str | None = None) -> None:
+        try:
+            self.send_response(200)
+            if content_type:
+                self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the service stopped waiting, as a hung peer makes it
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 class HoldingServer(ThreadingHTTPServer):
     """A loopback HTTP server that a rendered service sends to (spans, error reports).
 

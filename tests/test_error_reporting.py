@@ -9,7 +9,6 @@ import statistics
 import textwrap
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 from conftest import Projects
 from support import (
     HoldingServer,
+    QuietHandler,
     ServiceProcess,
     free_port,
     json_lines,
@@ -64,7 +64,7 @@ class Receiver(HoldingServer):
         return f"http://public@127.0.0.1:{self.server_port}/1"
 
 
-class EnvelopeHandler(BaseHTTPRequestHandler):
+class EnvelopeHandler(QuietHandler):
     server: Receiver
 
     def do_POST(self) -> None:
@@ -82,15 +82,7 @@ class EnvelopeHandler(BaseHTTPRequestHandler):
             if json.loads(header).get("type") == "event":
                 with self.server.lock:
                     self.server.events.append(json.loads(payload))
-        try:
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the service stopped waiting, as a hung receiver makes it
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        self.answer()
 
 
 @pytest.fixture

@@ -8,9 +8,7 @@ import re
 import statistics
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from support import (
     HoldingServer,
+    QuietHandler,
     ServiceProcess,
     free_port,
     json_lines,
@@ -63,7 +62,7 @@ class Collector(HoldingServer):
         ]
 
 
-class ExportHandler(BaseHTTPRequestHandler):
+class ExportHandler(QuietHandler):
     server: Collector
 
     def do_POST(self) -> None:
@@ -77,18 +76,7 @@ class ExportHandler(BaseHTTPRequestHandler):
             self.server.released.wait(timeout=60)
         with self.server.lock:
             self.server.exports.append(ExportTraceServiceRequest.FromString(body))
-        answer = ExportTraceServiceResponse().SerializeToString()
-        try:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the service stopped waiting, as a hung collector makes it
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        self.answer(ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
 
 
 @pytest.fixture
