@@ -5,6 +5,8 @@ out of memory, its node gone) stops beating; every APP_JOBS_SWEEP_SECONDS a work
 such jobs and queues them again, so another worker picks the job up within heartbeat + sweep +
 5 seconds (SAQ's wait for the dead worker to abort it): 30 s with the defaults.
 
+A job that Redis lost (restarted empty, say) is found by lost.py's sweep and queued again.
+
 At shutdown (SIGTERM) the worker takes no new job; running jobs get APP_JOBS_SHUTDOWN_SECONDS to
 finish, then they are stopped and queued again at once.
 """
@@ -22,6 +24,7 @@ from saq.types import Context, PartialTimersDict
 
 from ..features import Feature
 from ..resources import Resources
+from .lost import sweep_lost_jobs
 from .queue import RUN_JOB, Jobs
 from .settings import JobsSettings
 
@@ -34,6 +37,8 @@ DEQUEUE_TIMEOUT_SECONDS = 1
 class Consumer:
     def __init__(self, jobs: Jobs, queue: RedisQueue, settings: JobsSettings) -> None:
         self._jobs = jobs
+        self._queue = queue
+        self._settings = settings
         self._heartbeat_seconds = settings.jobs_heartbeat_seconds / 3
         # SAQ's defaults, but for the sweep for jobs whose worker died.
         timers: PartialTimersDict = {
@@ -53,6 +58,7 @@ class Consumer:
         # The server hosting the worker handles the signals and stops it through its lifespan.
         self.worker.SIGNALS = []
         self._task: asyncio.Task[None] | None = None
+        self._sweep: asyncio.Task[None] | None = None
 
     async def run_queued_job(self, ctx: Context, *, job_id: str) -> None:
         """Run one job, beating all along so that no other worker takes it over."""
@@ -74,9 +80,15 @@ class Consumer:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.worker.start(), name="job worker")
+        self._sweep = asyncio.create_task(
+            sweep_lost_jobs(self._jobs, self._queue, self._settings), name="lost jobs sweep"
+        )
 
     async def stop(self) -> None:
         """No new jobs; running ones finish within the grace period or are queued again."""
+        if self._sweep is not None:
+            self._sweep.cancel()
+            await asyncio.gather(self._sweep, return_exceptions=True)
         # SAQ's stop waits for all of its tasks, its periodic ones (which sleep up to 10 s
         # between rounds) included: those are stopped here, so that only jobs are waited for.
         for task in self.worker.tasks:
@@ -90,6 +102,8 @@ class Consumer:
         """Readiness: the worker is still taking jobs."""
         if self._task is None or self._task.done():
             raise RuntimeError("the job worker has stopped")
+        if self._sweep is None or self._sweep.done():
+            raise RuntimeError("the sweep for lost jobs has stopped")
 
 
 @asynccontextmanager

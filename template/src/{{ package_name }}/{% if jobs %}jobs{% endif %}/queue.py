@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -34,15 +35,19 @@ from ..features import HealthCheck
 from ..request_context import current_request_id, request_id_var
 from ..resources import resources_of
 from ..settings import Environment
-from .models import Job
+from .models import Job, JobStatus
 from .settings import JobsSettings
-from .store import JobStore, SupersededError
+from .store import DATABASE_UNAVAILABLE, STOPPED, JobStore, SupersededError, gave_up
 
 logger = logging.getLogger(__name__)
 
 # The one function SAQ runs: it loads the job by id from the database and runs its handler.
 RUN_JOB = "run_job"
 BROKER_TIMEOUT_SECONDS = 2.0
+# The wait before an attempt that found the database unavailable is tried again, doubled after
+# each such attempt up to the maximum (the broker adds jitter).
+RETRY_DELAY_SECONDS = 1.0
+MAX_RETRY_DELAY_SECONDS = 60.0
 # What a failed job's `error` says; the log line with the job's request id has the details.
 FAILED_ERROR = "The job failed; the service's logs have the details under its request id"
 
@@ -114,7 +119,7 @@ class Jobs:
             await self.store.fail(job.id, f"No handler for jobs of kind {job.kind!r}")
             return
         if job.attempts > self.settings.jobs_max_attempts:
-            await self.store.fail(job.id, f"Gave up after {job.attempts - 1} attempts")
+            await self.store.fail(job.id, gave_up(job.attempts - 1, job.error or STOPPED))
             return
         run = JobRun(job.id, job.payload, job.attempts, job.checkpoint, job.progress, self.store)
         logger.info("job %s (%s) started, attempt %d", job.id, job.kind, job.attempts)
@@ -126,11 +131,17 @@ class Jobs:
         except asyncio.CancelledError:
             # Stopped (shutdown, timeout): the job is queued again and a rerun continues it.
             with suppress(*UNAVAILABLE_ERRORS, TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self.store.requeue(job.id)), 2)
+                await asyncio.wait_for(asyncio.shield(self.store.requeue(job.id, STOPPED)), 2)
             raise
         except UNAVAILABLE_ERRORS:
-            # The database is down: not the job's fault, so the job is tried again later.
+            # The database is down, or a lock stayed held past APP_DATABASE_TIMEOUT_SECONDS: not
+            # the job's fault, so it is tried again, until its attempts are spent.
+            if job.attempts >= self.settings.jobs_max_attempts:
+                logger.warning("job %s: the database is unavailable; giving up", job.id)
+                await self.store.fail(job.id, gave_up(job.attempts, DATABASE_UNAVAILABLE))
+                return
             logger.warning("job %s: the database is unavailable; retrying later", job.id)
+            await self.store.requeue(job.id, DATABASE_UNAVAILABLE)
             raise
         except Exception:
             logger.exception("job %s (%s) failed", job.id, job.kind, extra={"job_id": str(job.id)})
@@ -138,6 +149,15 @@ class Jobs:
             return
         await self.store.succeed(job.id, result)
         logger.info("job %s (%s) succeeded", job.id, job.kind)
+
+    async def recover_lost(self, job_id: uuid.UUID, lost_before: datetime) -> None:
+        """Queue again a job that the broker no longer holds, or fail it if no attempt is left."""
+        max_attempts = self.settings.jobs_max_attempts
+        outcome = await self.store.recover_lost(job_id, lost_before, max_attempts)
+        if outcome is not None:
+            logger.warning("job %s was lost by the job queue: %s", job_id, outcome.value)
+        if outcome is JobStatus.QUEUED:
+            await self.delivery.deliver(job_id)
 
     @property
     def queue(self) -> RedisQueue | None:
@@ -193,10 +213,17 @@ class InProcessDelivery:
             await self.deliver(job_id)
 
     async def _run_logging_errors(self, job_id: uuid.UUID) -> None:
-        try:
-            await self._run(job_id)
-        except UNAVAILABLE_ERRORS:
-            logger.warning("job %s stays unfinished; it runs again at the next start", job_id)
+        """Runs the job, and again while its attempts find the database unavailable."""
+        delay = RETRY_DELAY_SECONDS
+        while True:
+            try:
+                await self._run(job_id)
+            except UNAVAILABLE_ERRORS:
+                logger.warning("job %s: trying again in %.0f s", job_id, delay)
+            else:
+                return
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, MAX_RETRY_DELAY_SECONDS)
 
     async def drain(self, seconds: float) -> None:
         """Let running jobs finish for `seconds`, then stop them (they rerun at the next start)."""
@@ -235,8 +262,8 @@ class BrokerDelivery:
             timeout=self._settings.jobs_timeout_seconds,
             heartbeat=self._settings.jobs_heartbeat_seconds,
             retries=self._settings.jobs_max_attempts,
-            retry_delay=1.0,
-            retry_backoff=60,
+            retry_delay=RETRY_DELAY_SECONDS,
+            retry_backoff=MAX_RETRY_DELAY_SECONDS,
         )
         try:
             await asyncio.wait_for(self.queue.enqueue(job), BROKER_TIMEOUT_SECONDS)

@@ -29,10 +29,15 @@ class JobOut(BaseModel):
     job_id: uuid.UUID
     status: Status = Field(examples=["succeeded"])
     result: dict[str, Any] | None = Field(
-        description="What the job did, once it has succeeded",
+        description="What the job did, once it has succeeded; if it failed, what its committed "
+        "steps did",
         examples=[{"created": 998, "skipped": 1, "invalid": 1, "errors": []}],
     )
-    error: str | None = Field(description="Why the job failed", examples=[None])
+    error: str | None = Field(
+        description="Why the job failed; while it waits to be tried again, why the last attempt "
+        "ended without an outcome",
+        examples=[None],
+    )
 
 
 def job_url(job_id: uuid.UUID) -> str:

@@ -1,19 +1,31 @@
 """Jobs kept in the database, where every API process and every worker sees the same state."""
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db import Database
 from ..fields import utc_now
 from .models import FINISHED, Job, JobStatus
 
+# Why an attempt ended without an outcome; the job's `error` says it while the job waits for
+# its next attempt, and after "Gave up after N attempts: " once none is left.
+DATABASE_UNAVAILABLE = "the database was unavailable"
+STOPPED = "the attempt was stopped (its timeout, or its worker shutting down)"
+LOST = "the job queue lost it"
+UNFINISHED = "no worker finished its last attempt"
+
 
 class SupersededError(Exception):
     """Another attempt at the same job got further first: this one stops without a trace."""
+
+
+def gave_up(attempts: int, reason: str) -> str:
+    return f"Gave up after {attempts} attempt{'' if attempts == 1 else 's'}: {reason}"
 
 
 class JobStore:
@@ -59,19 +71,67 @@ class JobStore:
             raise SupersededError(job_id)
 
     async def succeed(self, job_id: uuid.UUID, result: dict[str, Any]) -> None:
-        await self._finish(job_id, JobStatus.SUCCEEDED, result=result)
+        await self._finish(job_id, JobStatus.SUCCEEDED, result=result, error=None)
 
     async def fail(self, job_id: uuid.UUID, error: str) -> None:
-        await self._finish(job_id, JobStatus.FAILED, error=error)
+        """Failed with `error`; its result is what its committed steps recorded, if anything."""
+        await self._finish(job_id, JobStatus.FAILED, error=error, result=Job.progress)
 
-    async def requeue(self, job_id: uuid.UUID) -> None:
-        """Back to queued: the attempt was stopped and the job waits for the next one."""
+    async def requeue(self, job_id: uuid.UUID, error: str) -> None:
+        """Back to queued: the attempt ended without an outcome (`error` says why), and the job
+        waits for the next one."""
         async with self._database.sessions.begin() as session:
             await session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-                .values(status=JobStatus.QUEUED, updated_at=utc_now())
+                .values(status=JobStatus.QUEUED, error=error, updated_at=utc_now())
             )
+
+    async def unchanged_since(
+        self, before: datetime, page_size: int
+    ) -> AsyncIterator[Sequence[Job]]:
+        """Unfinished jobs that have not changed since `before`, oldest first, a page at a time."""
+        query = (
+            select(Job)
+            .where(Job.status.not_in(FINISHED), Job.updated_at < before)
+            .order_by(Job.updated_at, Job.id)
+            .limit(page_size)
+        )
+        page_query = query
+        while True:
+            async with self._database.sessions() as session:
+                page = (await session.scalars(page_query)).all()
+            if not page:
+                return
+            yield page
+            last = tuple_(page[-1].updated_at, page[-1].id)
+            page_query = query.where(tuple_(Job.updated_at, Job.id) > last)
+
+    async def recover_lost(
+        self, job_id: uuid.UUID, lost_before: datetime, max_attempts: int
+    ) -> JobStatus | None:
+        """A job the queue no longer holds: queued again, or failed once its attempts are spent.
+
+        A lost delivery counts as an attempt, so that a job the queue keeps losing ends. None
+        when the job has finished or changed since `lost_before` (another worker's sweep, say).
+        """
+        async with self._database.sessions.begin() as session:
+            job = await session.get(Job, job_id, with_for_update=True)
+            if job is None or job.status in FINISHED or job.updated_at >= lost_before:
+                return None
+            if job.status == JobStatus.QUEUED:
+                job.attempts += 1
+                reason = job.error or LOST
+            else:
+                reason = job.error or UNFINISHED
+            job.updated_at = utc_now()
+            if job.attempts < max_attempts:
+                job.status = JobStatus.QUEUED
+                return JobStatus.QUEUED
+            job.status = JobStatus.FAILED
+            job.error = gave_up(job.attempts, reason)
+            job.result, job.payload = job.progress, None
+            return JobStatus.FAILED
 
     async def unfinished(self, kind: str) -> Sequence[uuid.UUID]:
         async with self._database.sessions() as session:
