@@ -37,7 +37,14 @@ from ..resources import resources_of
 from ..settings import Environment
 from .models import Job, JobStatus
 from .settings import JobsSettings
-from .store import DATABASE_UNAVAILABLE, STOPPED, JobStore, SupersededError, gave_up
+from .store import (
+    DATABASE_UNAVAILABLE,
+    STOPPED,
+    UNFINISHED,
+    JobStore,
+    SupersededError,
+    gave_up,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +126,7 @@ class Jobs:
             await self.store.fail(job.id, f"No handler for jobs of kind {job.kind!r}")
             return
         if job.attempts > self.settings.jobs_max_attempts:
-            await self.store.fail(job.id, gave_up(job.attempts - 1, job.error or STOPPED))
+            await self.store.fail(job.id, gave_up(job.attempts - 1, job.error or UNFINISHED))
             return
         run = JobRun(job.id, job.payload, job.attempts, job.checkpoint, job.progress, self.store)
         logger.info("job %s (%s) started, attempt %d", job.id, job.kind, job.attempts)
