@@ -126,10 +126,9 @@ class JobStore:
                 reason = job.error or UNFINISHED
             job.updated_at = utc_now()
             if job.attempts < max_attempts:
-                job.status = JobStatus.QUEUED
+                job.status, job.error = JobStatus.QUEUED, reason
                 return JobStatus.QUEUED
-            job.status = JobStatus.FAILED
-            job.error = gave_up(job.attempts, reason)
+            job.status, job.error = JobStatus.FAILED, gave_up(job.attempts, reason)
             job.result, job.payload = job.progress, None
             return JobStatus.FAILED
 
