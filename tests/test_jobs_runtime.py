@@ -1,8 +1,9 @@
 """Layer 4 for `jobs`: the API and its workers as processes, on PostgreSQL and a real Redis.
 
 A worker killed mid-import (SIGKILL) leaves the job to the next worker, and the import ends with
-every row exactly once; a worker stopped with SIGTERM mid-import loses nothing. The tests print
-the import throughput and the API's latency while an import runs.
+every row exactly once; a worker stopped with SIGTERM mid-import loses nothing; a job that Redis
+lost while it waited runs after the restarts. The tests print the import throughput and the
+API's latency while an import runs.
 """
 
 from __future__ import annotations
@@ -77,9 +78,12 @@ def env(projects: Projects) -> Iterator[dict[str, str]]:
         }
 
 
-def api(projects: Projects, tmp_path: Path, env: dict[str, str]) -> ServiceProcess:
+def api(
+    projects: Projects, tmp_path: Path, env: dict[str, str], name: str = "api"
+) -> ServiceProcess:
     # The API migrates the new database as it starts; workers start after it and do not.
-    return ServiceProcess(projects.installed(JOBS), JOBS.package, tmp_path / "api.log", **env)
+    log = tmp_path / f"{name}.log"
+    return ServiceProcess(projects.installed(JOBS), JOBS.package, log, **env)
 
 
 def worker(
@@ -249,3 +253,44 @@ def test_a_worker_stopped_mid_import_finishes_or_requeues_and_loses_nothing(
     assert requeued["status"] == "succeeded", requeued
     assert requeued["result"]["created"] == 20_000
     assert total == 40_000
+
+
+def purge_queue(project: Path, url: str, queue: str) -> None:
+    """Deletes every key of the queue in Redis, as a broker restarted without persistence."""
+    script = (
+        "import sys, redis\n"
+        "client = redis.Redis.from_url(sys.argv[1], socket_timeout=5)\n"
+        "for pattern in (f'saq:{sys.argv[2]}:*', f'saq:job:{sys.argv[2]}:*'):\n"
+        "    keys = list(client.scan_iter(match=pattern))\n"
+        "    if keys:\n"
+        "        client.delete(*keys)\n"
+    )
+    python = project / ".venv" / "bin" / "python"
+    subprocess.run([python, "-c", script, url, queue], check=True, timeout=30)
+
+
+def test_a_job_that_redis_lost_runs_after_the_restarts(
+    projects: Projects, tmp_path: Path, env: dict[str, str]
+) -> None:
+    quick = {**env, "APP_JOBS_LOST_AFTER_SECONDS": "2"}
+    with api(projects, tmp_path, quick) as service:
+        path = submit(service, csv_rows(100)).removeprefix(service.url)
+    purge_queue(projects.installed(JOBS), env["APP_JOBS_BROKER_URL"], env["APP_JOBS_QUEUE"])
+    with (
+        api(projects, tmp_path, quick, "restarted-api") as service,
+        worker(projects, tmp_path, quick, "worker"),
+    ):
+        started = time.monotonic()
+        before = job_state(f"{service.url}{path}")
+        state = wait_until_finished(f"{service.url}{path}")
+        finished_after = time.monotonic() - started
+    print(
+        f"\nA job Redis lost, {before['status']} after the restarts, {state['status']} "
+        f"{finished_after:.1f} s after the worker was live (bound: one sweep period, 2 s, the job "
+        "being unchanged for over 2 s; then its run)"
+    )
+    assert before["status"] == "queued"
+    assert state["status"] == "succeeded", state
+    assert state["result"]["created"] == 100
+    # The bound, with room for a loaded machine and the run.
+    assert finished_after <= 2 + 10
