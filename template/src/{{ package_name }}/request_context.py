@@ -28,7 +28,7 @@ log_fields: dict[str, LogFields] = {}
 # An id is no secret, only unique: 128 bits from a generator of the service's own, not the module's
 # shared one that tests and libraries seed and read; reseeded in each worker after the fork, as
 # the shared one is. (`secrets` would make a system call per request.)
-_request_ids = random.Random()
+_request_ids = random.Random()  # noqa: S311
 if hasattr(os, "fork"):  # as `random` does for its own: where processes fork
     os.register_at_fork(after_in_child=_request_ids.seed)
 
