@@ -474,7 +474,11 @@ class ContextUpdater(ContextHook):
         context["resources"] = resources_for(context)
         context["test_fixtures"] = fixture_modules_for(context)
         context["test_servers"] = server_variables_for(context)
-        context["jobs"] = jobs_on(context)
+        if context.get("_copier_phase") != "prompt":
+            # While copier checks the answers, `jobs` is the answer given (`--data jobs=true`),
+            # so that its validator refuses it without a database; copier keeps a given answer
+            # to a question it skips, so from then on `jobs` says whether jobs are on.
+            context["jobs"] = jobs_on(context)
         if context["database"] != "none":
             context["default_database_url"] = DEFAULT_DATABASE_URLS[context["database"]].format(
                 slug=context["project_slug"], package=context["package_name"]

@@ -337,3 +337,61 @@ def test_odd_answers_either_install_or_are_refused_leaving_no_folder(
         f"{outcomes['accepted']} accepted (rendered, installed with uv, metadata as answered); "
         f"refused with the validator's message and no folder: {refused or 'none'}"
     )
+
+
+# Every module on, in its two flavours where a question has them: the files whose lines hold the
+# package name are all rendered by one of the two.
+EVERY_MODULE = {
+    **FULL.answers,
+    "rate_limit": True,
+}
+EVERY_OTHER_FLAVOUR = {
+    **EVERY_MODULE,
+    "database": "sqlite",
+    "auth": "oidc",
+    "server": "uvicorn",
+    "logging": "stdlib",
+}
+PACKAGE_NAMES = st.one_of(
+    st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True),
+    st.from_regex(r"[a-z_][a-z0-9_]{0,49}", fullmatch=True),
+    st.from_regex(r"[a-z][a-z0-9_]{44,49}", fullmatch=True),
+).filter(
+    lambda name: not (context.is_reserved_name(name) or context.shadows_installed_module(name))
+)
+
+
+def test_every_package_name_renders_code_that_ruff_leaves_as_it_is(
+    tmp_path_factory: pytest.TempPathFactory, plain_template: Path
+) -> None:
+    """A line that holds the package name must not be joined for a short name (a call that
+    then fits on one line) nor split for a long one: `ruff format --check` and `ruff check` pass
+    on the project exactly as rendered, whatever the name's length."""
+    rendered: Counter[int] = Counter()
+
+    @settings(
+        max_examples=6,  # each one renders twice; the explicit examples are the edges
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+        phases=[Phase.explicit, Phase.generate],
+    )
+    @given(package=PACKAGE_NAMES, flavour=st.sampled_from([EVERY_MODULE, EVERY_OTHER_FLAVOUR]))
+    @example(package="a", flavour=EVERY_MODULE)
+    @example(package="shop_api", flavour=EVERY_MODULE)
+    @example(package="cart", flavour=EVERY_OTHER_FLAVOUR)
+    @example(package="b" * LIMIT, flavour=EVERY_MODULE)
+    @example(package="b" * LIMIT, flavour=EVERY_OTHER_FLAVOUR)
+    def check(package: str, flavour: dict[str, object]) -> None:
+        destination = tmp_path_factory.mktemp("named") / "service"
+        answers = {**flavour, "project_name": f"Service {package}", "package_name": package}
+        status, stderr = render(plain_template, destination, answers)
+        assert status == 0, stderr
+        # The template's own ruff, on the project's settings: no install needed.
+        run([sys.executable, "-m", "ruff", "format", "--diff", "."], destination)
+        run([sys.executable, "-m", "ruff", "check", "--no-fix", "."], destination)
+        rendered[len(package)] += 1
+
+    check()
+    print(f"package names rendered formatted, by length: {sorted(rendered.items())}")

@@ -76,6 +76,30 @@ def test_bad_answer_is_refused_with_message_and_no_folder(
     assert not destination.exists()
 
 
+@pytest.mark.parametrize(
+    "answers",
+    [
+        ("jobs=true", "database=none"),
+        ("jobs=true", "example_api=false"),
+    ],
+)
+def test_jobs_without_a_database_or_the_example_api_are_refused_not_dropped(
+    tmp_path: Path, answers: tuple[str, ...]
+) -> None:
+    """`jobs` is asked only with both; given anyway (`-d jobs=true`), it is refused, not
+    silently left out. The message is the last line of copier's output, as the README says."""
+    destination = tmp_path / "service"
+    result = copier_copy(destination, *answers)
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line == (
+        "ValueError: Validation error for question 'jobs': needs the example API and a database"
+    )
+    assert not destination.exists()
+    readme = (TEMPLATE_DIR / "README.md").read_text()
+    assert "the message is the last line" in " ".join(readme.split())
+
+
 def test_good_answers_are_accepted_and_derived_names_follow(tmp_path: Path) -> None:
     destination = tmp_path / "service"
     result = copier_copy(

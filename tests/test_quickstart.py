@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -129,3 +130,22 @@ def test_quick_start_serves_and_the_service_then_updates(tmp_path: Path) -> None
         f"serving {serving - rendered:.1f} s later ({len(served)} packages); "
         "copier update from inside the service passed"
     )
+
+
+def first_uv_command(lines: list[str]) -> int:
+    return next(i for i, line in enumerate(lines) if re.match(r"\s*uv (sync|run)\b", line))
+
+
+def test_next_steps_and_readme_say_how_to_get_uv_before_using_it(tmp_path: Path) -> None:
+    """After the quick start, uv lives in the template clone's `.tools/`, not on `PATH`: the
+    message copier prints and the service's README say how to get it before their first `uv`."""
+    service = tmp_path / "service"
+    command = [sys.executable, "-m", "copier", "copy", "--trust", "--defaults", "--vcs-ref", "HEAD"]
+    copied = run([*command, TEMPLATE_DIR, service], tmp_path)
+    message = copied.stderr.split("is ready in", 1)[1].splitlines()
+    readme = (service / "README.md").read_text().split("\n## Run it\n", 1)[1].splitlines()
+    for text in (message, readme):
+        before = "\n".join(text[: first_uv_command(text)])
+        assert "pipx install uv" in before, before
+        assert "python3 -m pip install --user uv" in before, before
+        assert ".tools/bin/uv" in before, before

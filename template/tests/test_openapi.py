@@ -23,3 +23,18 @@ async def test_docs_are_served_when_enabled(client: AsyncClient) -> None:
     response = await client.get("/docs")
     assert response.status_code == 200
     assert "swagger" in response.text.lower()
+
+
+async def test_every_operation_has_a_unique_id_of_its_tag_and_function(
+    client: AsyncClient,
+) -> None:
+    """Generated clients name their functions after these ids: readable, and public."""
+    schema = (await client.get("/openapi.json")).json()
+    operations = [
+        operation for methods in schema["paths"].values() for operation in methods.values()
+    ]
+    ids = [operation["operationId"] for operation in operations]
+    assert len(set(ids)) == len(ids)
+    assert schema["paths"]["/health/live"]["get"]["operationId"] == "health-live"
+    for operation in operations:
+        assert operation["operationId"].startswith(f"{operation['tags'][0]}-")

@@ -6,6 +6,7 @@ from importlib.metadata import PackageMetadata, metadata
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from . import DISTRIBUTION, __version__
 from .errors import ErrorEnvelope, ValidationErrorEnvelope
@@ -81,6 +82,16 @@ def document_operations(
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend it
 
 
+def operation_id(route: APIRoute) -> str:
+    """`products-create_product`: the route's first tag and its function's name.
+
+    Clients generated from the schema name their functions after it (`products_create_product`),
+    so it is public, like the paths: it stays when a path or a method changes, and changes only
+    with the function's name. (FastAPI's default adds the path and the method to the name.)
+    """
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
 def _field(package: PackageMetadata, name: str) -> str:
     return next(iter(package.get_all(name) or []), "")
 
@@ -100,6 +111,7 @@ def openapi_options(settings: CoreSettings, tags: list[Tag]) -> dict[str, Any]:
         "license_info": {"name": "Proprietary"},
         "openapi_tags": tags,
         "responses": ERROR_RESPONSES,
+        "generate_unique_id_function": operation_id,
         "openapi_url": "/openapi.json" if settings.docs_enabled else None,
         "docs_url": None,
         "redoc_url": None,

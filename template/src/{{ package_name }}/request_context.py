@@ -1,6 +1,7 @@
 """The request being served: its id, readable from anywhere while it is handled, and what else a
 feature adds to each log line written meanwhile."""
 
+import os
 import random
 import re
 from collections.abc import Callable
@@ -24,6 +25,13 @@ LogFields = Callable[[], dict[str, str]]
 # both logging flavours read it for every line, the access line included.
 log_fields: dict[str, LogFields] = {}
 
+# An id is no secret, only unique: 128 bits from a generator of the service's own, not the module's
+# shared one that tests and libraries seed and read; reseeded in each worker after the fork, as
+# the shared one is. (`secrets` would make a system call per request.)
+_request_ids = random.Random()  # noqa: S311
+if hasattr(os, "fork"):  # as `random` does for its own: where processes fork
+    os.register_at_fork(after_in_child=_request_ids.seed)
+
 
 def current_request_id() -> str:
     return request_id_var.get()
@@ -33,9 +41,7 @@ def request_id_from(header: bytes | None) -> str:
     """The caller's id when it is a sane token, else a new one."""
     if header is not None and _SANE_REQUEST_ID.fullmatch(header):
         return header.decode("ascii")
-    # An id is no secret, only unique: 128 random bits from the process's generator (reseeded in
-    # each worker after the fork), without the system call per request that `secrets` makes.
-    return f"{random.getrandbits(128):032x}"
+    return f"{_request_ids.getrandbits(128):032x}"
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
