@@ -172,8 +172,9 @@ def dependencies_for(answers: dict[str, Any]) -> list[str]:
     if answers["auth"] == "jwt":
         deps.append("pyjwt>=2.10")
     if answers["auth"] == "oidc":
-        # The provider's keys are fetched with httpx, never with PyJWT's blocking client.
-        deps += ["httpx>=0.27", "pyjwt[crypto]>=2.10"]
+        # The provider's keys are fetched with httpx, never with PyJWT's blocking client;
+        # dev_auth.py makes the keys of a local provider with cryptography.
+        deps += ["cryptography>=43", "httpx>=0.27", "pyjwt[crypto]>=2.10"]
     if answers["rate_limit"]:
         deps.append("limits>=5.0")
     if answers["http_client"]:
@@ -217,9 +218,6 @@ def dev_dependencies_for(answers: dict[str, Any]) -> list[str]:
     if answers["example_api"]:
         # tests/test_api_fuzz.py: the API checked against its own OpenAPI schema.
         deps.append("schemathesis>=4.30")
-    if answers["auth"] == "oidc":
-        # tests/fixtures/auth.py: the keys of a local identity provider.
-        deps.append("cryptography>=43")
     return sorted(deps)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -11,12 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import Projects
-from support import ServiceProcess, run
-from variants import DEFAULT, SQLITE_REDIS
+from support import ServiceProcess, Variant, run
+from variants import DEFAULT, SELF_HOSTED_DOCS, SQLITE_REDIS
 
-from harness import seed_products
+from harness import clean_env, free_port, seed_products
 
 PRODUCT = {"name": "Kettle", "price": "19.90", "category_id": 1, "sku": "KT-2048-001"}
+OIDC = Variant("oidc", {"auth": "oidc"})
 
 
 @pytest.mark.xdist_group(DEFAULT.id)
@@ -155,3 +157,102 @@ def test_two_workers_share_one_redis_cache(projects: Projects, tmp_path: Path) -
 def pids_by_request_id(output: str) -> dict[str, int]:
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     return {line["request_id"]: line["pid"] for line in lines if "request_id" in line}
+
+
+@pytest.mark.xdist_group(OIDC.id)
+def test_an_oidc_service_goes_from_its_readme_to_an_authorised_write(
+    projects: Projects, tmp_path: Path
+) -> None:
+    """ "Run it": the service, the local provider beside it, a token with the write scope."""
+    project = projects.installed(OIDC)
+    python = project / ".venv" / "bin" / "python"
+    # The README's provider listens where `.env` says; here on a free port, so that runs in
+    # parallel do not meet. The audience is the one `.env` names.
+    issuer = f"http://127.0.0.1:{free_port()}"
+    command = [python, "-m", f"{OIDC.package}.dev_auth"]
+    with (tmp_path / "provider.log").open("w") as provider_log:
+        provider = subprocess.Popen(
+            [*command, "serve"],
+            cwd=project,
+            env=clean_env(APP_OIDC_ISSUER=issuer),
+            stdout=provider_log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(f"{issuer}/.well-known/openid-configuration", provider)
+        service = ServiceProcess(
+            project,
+            OIDC.package,
+            tmp_path / "service.log",
+            APP_OIDC_ISSUER=issuer,
+            APP_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'service.db'}",
+        )
+        with service:
+            token = run(
+                [*command, "token", "--scope", "products:write"], project, APP_OIDC_ISSUER=issuer
+            ).stdout.strip()
+            created = httpx.post(
+                f"{service.url}/api/v1/products",
+                json=PRODUCT,
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            anonymous = httpx.post(f"{service.url}/api/v1/products", json=PRODUCT)
+        output = service.stop()
+    finally:
+        provider.terminate()
+        provider.wait(timeout=10)
+    assert created.status_code == 201, created.text
+    assert anonymous.status_code == 401
+    assert "Traceback" not in output
+
+
+@pytest.mark.xdist_group(OIDC.id)
+def test_the_local_provider_refuses_to_run_outside_development(projects: Projects) -> None:
+    project = projects.installed(OIDC)
+    refused = subprocess.run(
+        [project / ".venv" / "bin" / "python", "-m", f"{OIDC.package}.dev_auth", "serve"],
+        cwd=project,
+        env=clean_env(APP_ENVIRONMENT="production"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "Refusing to run a local identity provider in production" in refused.stderr
+
+
+@pytest.mark.xdist_group(SELF_HOSTED_DOCS.id)
+def test_a_jwt_service_goes_from_its_readme_to_an_authorised_write(
+    projects: Projects, tmp_path: Path
+) -> None:
+    """ "Run it": the service, and a token of its mint command (both read the secret in .env)."""
+    project = projects.installed(SELF_HOSTED_DOCS)
+    service = ServiceProcess(
+        project,
+        SELF_HOSTED_DOCS.package,
+        tmp_path / "service.log",
+        APP_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'service.db'}",
+    )
+    with service:
+        mint = [project / ".venv" / "bin" / "python", "-m", f"{SELF_HOSTED_DOCS.package}.security"]
+        token = run([*mint, "--sub", "alice"], project).stdout.strip()
+        created = httpx.post(
+            f"{service.url}/api/v1/products",
+            json=PRODUCT,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert created.status_code == 201, created.text
+
+
+def wait_for(url: str, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"{url}: its server exited {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    pytest.fail(f"{url} did not answer in {seconds}s")

@@ -38,5 +38,7 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     # The request that queued the job: its id is in every log line the job writes.
     request_id: Mapped[str] = mapped_column(String(128))
+    # The subject of the token that queued the job, when auth is on: only they may read it.
+    submitted_by: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)

@@ -104,9 +104,13 @@ class Jobs:
         self._handlers[kind] = handler
         await self.delivery.resume(functools.partial(self.store.unfinished, kind))
 
-    async def submit(self, kind: str, payload: str) -> Job:
-        """Store the job, queued, then hand it over; answers 503 when the broker is down."""
-        job = await self.store.create(kind, payload, current_request_id())
+    async def submit(self, kind: str, payload: str, submitted_by: str | None = None) -> Job:
+        """Store the job, queued, then hand it over; answers 503 when the broker is down.
+
+        `submitted_by` is the caller's subject (`caller.sub`): with auth on, only they (or an
+        admin) may read the job; a job submitted by no one is read by admins only.
+        """
+        job = await self.store.create(kind, payload, current_request_id(), submitted_by)
         try:
             await self.delivery.deliver(job.id)
         except BrokerUnavailableError:

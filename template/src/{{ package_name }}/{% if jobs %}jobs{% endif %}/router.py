@@ -1,4 +1,8 @@
-"""GET /api/v1/jobs/{job_id}: where a job stands, and how it ended."""
+"""GET /api/v1/jobs/{job_id}: where a job stands, and how it ended.
+
+With auth on, a job is read by the caller who submitted it (see `Caller.may_read` in
+security.py); to anyone else it does not exist. With auth off, its id is the only protection.
+"""
 
 import uuid
 from typing import Annotated, Any, Literal
@@ -8,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import NotFoundError
 from ..openapi import error_response_doc
+from ..security import CallerDep
 from .models import JobStatus
 from .queue import JobsDep
 
@@ -52,9 +57,10 @@ def job_url(job_id: uuid.UUID) -> str:
 async def read_job(
     job_id: Annotated[uuid.UUID, Path(description="The id the job was queued with")],
     jobs: JobsDep,
+    caller: CallerDep,
 ) -> JobOut:
     job = await jobs.store.get(job_id)
-    if job is None:
+    if job is None or not caller.may_read(job.submitted_by):
         raise NotFoundError("Job", job_id)
     status = JobStatus(job.status)
     return JobOut(job_id=job.id, status=status.value, result=job.result, error=job.error)

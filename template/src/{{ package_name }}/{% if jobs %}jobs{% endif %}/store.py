@@ -32,8 +32,10 @@ class JobStore:
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    async def create(self, kind: str, payload: str, request_id: str) -> Job:
-        job = Job(kind=kind, payload=payload, request_id=request_id)
+    async def create(
+        self, kind: str, payload: str, request_id: str, submitted_by: str | None = None
+    ) -> Job:
+        job = Job(kind=kind, payload=payload, request_id=request_id, submitted_by=submitted_by)
         async with self._database.sessions.begin() as session:
             session.add(job)
         return job
