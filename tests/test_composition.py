@@ -45,7 +45,7 @@ REQUEST_ORDER = [
     "concurrency_limit",
     "metrics_middleware",
     "cors",
-    "body_size_limit",
+    "body_limit",
 ]
 CONDITIONAL = re.compile(r"\{%-?\s*(if|elif)\b")
 STATE = re.compile(r"\.state\.")

@@ -327,6 +327,83 @@ def test_past_the_cap_on_requests_at_once_they_get_503_until_slots_free(
     assert after == [200] * OVER_CAP_REQUESTS
 
 
+SLOW_BODY_CAP = 20
+SLOW_BODIES = 22
+BODY_TIMEOUT = 1.0
+
+
+async def slow_bodies_against_the_cap(
+    url: str, port: int
+) -> tuple[int, list[tuple[bytes, float | None]], list[int]]:
+    """SLOW_BODIES creates that send their head and one byte of a 100-byte body, then nothing
+    (the client keeps its end open); a request from another client while they wait, each
+    holder's answer and the seconds until the server closed it (None: still open), and requests
+    from others once the body timeout has passed."""
+
+    async def hold() -> tuple[bytes, float | None]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(UNFINISHED_CREATE)
+        started = time.monotonic()
+        received = b""
+        try:
+            while data := await asyncio.wait_for(reader.read(65_536), BODY_TIMEOUT + 3):
+                received += data
+            closed_after: float | None = time.monotonic() - started
+        except TimeoutError:
+            closed_after = None
+        except ConnectionError:
+            closed_after = time.monotonic() - started
+        writer.transport.abort()
+        return received.split(b"\r\n", 1)[0], closed_after
+
+    holding = [asyncio.create_task(hold()) for _ in range(SLOW_BODIES)]
+    await asyncio.sleep(0.4)
+    async with httpx.AsyncClient(base_url=url, timeout=CLIENT_TIMEOUT) as client:
+        during = (await client.get("/api/v1/products")).status_code
+        held = await asyncio.gather(*holding)
+        after = [(await client.get("/api/v1/products")).status_code for _ in range(3)]
+    return during, list(held), after
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [v.param() for v in (DEFAULT, UVICORN)],
+)
+def test_a_body_not_received_in_time_gets_408_and_frees_its_place_under_the_cap(
+    projects: Projects, tmp_path: Path, variant: Variant
+) -> None:
+    service = sqlite_service(
+        projects,
+        variant,
+        tmp_path,
+        APP_MAX_CONNECTIONS=str(SLOW_BODY_CAP),
+        APP_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT),
+    )
+    with running(service):
+        during, held, after = asyncio.run(slow_bodies_against_the_cap(service.url, service.port))
+
+    answers = Counter(line.decode("latin-1") or "nothing" for line, _ in held)
+    closed = [seconds for _, seconds in held if seconds is not None]
+    print(
+        f"\n{variant.id}: cap {SLOW_BODY_CAP}, body timeout {BODY_TIMEOUT}s, {SLOW_BODIES} creates "
+        f"sending 1 byte of a 100-byte body: another client meanwhile got {during}; the holders "
+        f"were answered {dict(answers)}, {len(closed)}/{SLOW_BODIES} closed by the server"
+        + (f" (the last after {max(closed):.2f}s)" if closed else "")
+        + f"; then other clients got {after}"
+    )
+    assert during == 503
+    assert answers == {
+        "HTTP/1.1 408 Request Timeout": SLOW_BODY_CAP,
+        "HTTP/1.1 503 Service Unavailable": SLOW_BODIES - SLOW_BODY_CAP,
+    }
+    # Each one that held a place was answered and closed once its time was up, though its
+    # client kept the connection open.
+    timed_out = [seconds for line, seconds in held if line.startswith(b"HTTP/1.1 408")]
+    assert all(seconds is not None and seconds < BODY_TIMEOUT + 1.5 for seconds in timed_out)
+    assert after == [200, 200, 200]
+    assert "Traceback" not in service.output
+
+
 # 9. Redis under pressure, a flood of reads of one product
 
 

@@ -1,8 +1,9 @@
 """Pure ASGI middleware: request ids and one access line per request; a cap on requests at once;
-CORS; a cap on body size."""
+CORS; a cap on body size and on the time to receive it."""
 
 import time
 
+import anyio
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -88,12 +89,16 @@ class ConcurrencyLimitMiddleware:
             self.in_flight -= 1
 
 
-class BodySizeLimitMiddleware:
-    """Answers 413 for a request body larger than `max_body_bytes`, declared or streamed."""
+class BodyLimitMiddleware:
+    """Answers 413 for a request body larger than `max_body_bytes`, declared or streamed, and 408
+    for one not received in whole within `timeout_seconds` of its head: a client that sends a
+    body slowly, or never ends it, holds its slot under the cap on requests at once for that long
+    at most, whatever the server."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, timeout_seconds: float) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.timeout_seconds = timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -105,31 +110,36 @@ class BodySizeLimitMiddleware:
             # Neither header: HTTP/1.1 says the request has no body (a GET, say).
             await self.app(scope, receive, send)
             return
-        if declared is not None:
-            # The server stops reading at Content-Length, so a body within it needs no counting.
-            if declared > self.max_body_bytes:
-                response = error_response(413, "PAYLOAD_TOO_LARGE", self._detail(), headers=CLOSE)
-                await response(scope, receive, send)
-                return
-            await self.app(scope, receive, send)
+        if declared is not None and declared > self.max_body_bytes:
+            response = error_response(413, "PAYLOAD_TOO_LARGE", self._size_detail(), headers=CLOSE)
+            await response(scope, receive, send)
             return
 
+        deadline = anyio.current_time() + self.timeout_seconds
         received = 0
 
-        async def receive_within_limit() -> Message:
+        async def receive_within_limits() -> Message:
             nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
+            # Errors are raised inside the app, so the error handlers answer with the envelope.
+            try:
+                with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
+                    message = await receive()
+            except TimeoutError:
+                raise HTTPException(408, self._time_detail(), headers=CLOSE) from None
+            # The server stops reading at Content-Length, so a declared body needs no counting.
+            if message["type"] == "http.request" and declared is None:
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    # Raised inside the app, so the error handlers answer it with the envelope.
-                    raise HTTPException(413, self._detail(), headers=CLOSE)
+                    raise HTTPException(413, self._size_detail(), headers=CLOSE)
             return message
 
-        await self.app(scope, receive_within_limit, send)
+        await self.app(scope, receive_within_limits, send)
 
-    def _detail(self) -> str:
+    def _size_detail(self) -> str:
         return f"Request body exceeds {self.max_body_bytes} bytes"
+
+    def _time_detail(self) -> str:
+        return f"Request body not received within {self.timeout_seconds:g} seconds"
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -161,5 +171,9 @@ def cors(app: ASGIApp, settings: CoreSettings) -> ASGIApp:
     )
 
 
-def body_size_limit(app: ASGIApp, settings: CoreSettings) -> ASGIApp:
-    return BodySizeLimitMiddleware(app, max_body_bytes=settings.max_body_bytes)
+def body_limit(app: ASGIApp, settings: CoreSettings) -> ASGIApp:
+    return BodyLimitMiddleware(
+        app,
+        max_body_bytes=settings.max_body_bytes,
+        timeout_seconds=settings.body_timeout_seconds,
+    )
