@@ -40,8 +40,10 @@ OPTIONAL = {
 }
 # The middleware of the full service (which has no rate limit), outermost first.
 REQUEST_ORDER = [
+    "unhandled_errors",
     "tracing_middleware",
     "request_context",
+    "head_size_limit",
     "concurrency_limit",
     "metrics_middleware",
     "cors",

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import signal
+import socket
 import statistics
+import subprocess
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,6 +26,8 @@ from conftest import Projects
 from faults import ENVELOPE, PRODUCT, PostgresDatabase, postgres_service, sqlite_service
 from support import RedisServer, ServiceProcess, Variant, run
 from variants import DEFAULT, POSTGRES_MEMORY, SQLITE_REDIS, UVICORN
+
+from harness import clean_env, free_port
 
 CLIENT_TIMEOUT = 10.0
 
@@ -146,6 +153,41 @@ def test_huge_headers_are_refused_at_once_and_the_loop_keeps_serving(
     assert max(probe.latencies) < 0.5
     assert peak - rss_before < 50 * 1024
     assert after.status_code == 200
+
+
+HEAD_SIZES = (60_000, 70_000, 100_000, 125_000)
+HEAD_LIMIT = 65_536
+
+
+def status_of_a_head(port: int, size: int) -> str:
+    """The status line answered to a request whose head is about `size` bytes of headers of 1 KB
+    each, sent in one write."""
+    headers = b"".join(b"X-Part-%d: %s\r\n" % (n, b"a" * 990) for n in range(size // 1000))
+    with socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT) as connection:
+        connection.sendall(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers + b"\r\n")
+        return connection.recv(4096).split(b"\r\n", 1)[0].decode("latin-1")
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [v.param() for v in (DEFAULT, UVICORN)],
+)
+def test_a_head_larger_than_the_limit_in_all_gets_431_whatever_the_server_reads_at_once(
+    projects: Projects, tmp_path: Path, variant: Variant
+) -> None:
+    service = sqlite_service(projects, variant, tmp_path, APP_MAX_HEADER_BYTES=str(HEAD_LIMIT))
+    with running(service):
+        answers = {size: status_of_a_head(service.port, size) for size in HEAD_SIZES}
+    print(
+        f"\n{variant.id}: limit {HEAD_LIMIT} bytes; heads of "
+        + ", ".join(f"{size} bytes: {answer!r}" for size, answer in answers.items())
+    )
+    assert answers == {
+        size: "HTTP/1.1 200 OK"
+        if size < HEAD_LIMIT
+        else "HTTP/1.1 431 Request Header Fields Too Large"
+        for size in HEAD_SIZES
+    }
 
 
 HEAD_TIMEOUT = 1.0
@@ -402,6 +444,105 @@ def test_a_body_not_received_in_time_gets_408_and_frees_its_place_under_the_cap(
     assert all(seconds is not None and seconds < BODY_TIMEOUT + 1.5 for seconds in timed_out)
     assert after == [200, 200, 200]
     assert "Traceback" not in service.output
+
+
+# 8. What the server says about a request that failed
+
+# The service with one more route, served by the render's own server and its options (server.py).
+CRASHING_SERVICE = """
+from fastapi import APIRouter
+
+from {package}.config import get_settings
+from {package}.logging import configure_logging
+from {package}.main import create_app as create_service
+from {package}.server import server_options
+
+router = APIRouter()
+
+
+@router.get("/crash")
+async def crash() -> None:
+    raise RuntimeError("a bug behind a 500")
+
+
+def create_app():
+    app = create_service()
+    app.include_router(router)
+    return app
+
+
+if __name__ == "__main__":
+    settings = get_settings()
+    configure_logging(settings)
+    options = dict(server_options(settings))
+    if "target" in options:
+        from granian import Granian
+
+        Granian(**{{**options, "target": "crashing:create_app"}}).serve()
+    else:
+        import uvicorn
+
+        uvicorn.run(**{{**options, "app": "crashing:create_app"}})
+"""
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [v.param() for v in (DEFAULT, UVICORN)],
+)
+def test_an_unhandled_error_is_answered_with_the_envelope_and_its_traceback_logged_once(
+    projects: Projects, tmp_path: Path, variant: Variant
+) -> None:
+    project = projects.installed(variant)
+    (tmp_path / "crashing.py").write_text(
+        textwrap.dedent(CRASHING_SERVICE).format(package=variant.package)
+    )
+    port = free_port()
+    log = tmp_path / "service.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [project / ".venv" / "bin" / "python", tmp_path / "crashing.py"],
+            cwd=project,
+            env=clean_env(
+                APP_PORT=str(port),
+                APP_LOG_FORMAT="json",
+                APP_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'service.db'}",
+                PYTHONPATH=str(tmp_path),
+                PYTHONUNBUFFERED="1",
+            ),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/health/live", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.2)
+        response = httpx.get(f"{url}/crash", headers={"X-Request-ID": "crash-1"})
+        time.sleep(0.5)  # the server's own lines reach the log within a tenth of a second
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    output = log.read_text()
+    records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    tracebacks = [record for record in records if "a bug behind a 500" in json.dumps(record)]
+    print(
+        f"\n{variant.id}: one request to a route that raises: {response.status_code} "
+        f"{response.json()['error']}; {len(tracebacks)} log line(s) with its traceback, from "
+        f"{[record.get('logger') for record in tracebacks]}"
+    )
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": "INTERNAL_ERROR",
+        "detail": "Internal server error",
+        "request_id": "crash-1",
+    }
+    assert [(record["event"], record["request_id"]) for record in tracebacks] == [
+        ("unhandled error", "crash-1")
+    ]
 
 
 # 9. Redis under pressure, a flood of reads of one product

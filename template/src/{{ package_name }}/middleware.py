@@ -1,5 +1,5 @@
-"""Pure ASGI middleware: request ids and one access line per request; a cap on requests at once;
-CORS; a cap on body size and on the time to receive it."""
+"""Pure ASGI middleware: request ids and one access line per request; a cap on head size; a cap on
+requests at once; CORS; a cap on body size and on the time to receive it."""
 
 import time
 
@@ -62,6 +62,35 @@ class RequestContextMiddleware:
         finally:
             duration_ms = round((time.perf_counter() - started) * 1000, 2)
             self.log_access(scope["method"], scope["path"], status_code, duration_ms)
+
+
+class HeadSizeLimitMiddleware:
+    """Answers 431 for a request whose head (request line and headers) is larger than
+    `max_header_bytes`, counted whole, as the server parsed it: a server's own bound counts its
+    reads, not the head, and lets a larger one through."""
+
+    def __init__(self, app: ASGIApp, max_header_bytes: int) -> None:
+        self.app = app
+        self.max_header_bytes = max_header_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _head_size(scope) > self.max_header_bytes:
+            detail = f"Request head exceeds {self.max_header_bytes} bytes"
+            response = error_response(431, "REQUEST_HEADER_FIELDS_TOO_LARGE", detail, headers=CLOSE)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _head_size(scope: Scope) -> int:
+    """The head's bytes: `METHOD target HTTP/1.1` and `name: value`, each line with its CRLF,
+    and the empty line that ends it."""
+    target: bytes = scope.get("raw_path") or scope["path"].encode()
+    query: bytes = scope.get("query_string", b"")
+    target_size = len(target) + (len(query) + 1 if query and b"?" not in target else 0)
+    request_line = len(scope["method"]) + 1 + target_size + len(" HTTP/1.1\r\n")
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    return request_line + sum(len(name) + len(value) + 4 for name, value in headers) + 2
 
 
 class ConcurrencyLimitMiddleware:
@@ -152,6 +181,10 @@ def _declared_length(scope: Scope) -> int | None:
 
 def request_context(app: ASGIApp, settings: CoreSettings) -> ASGIApp:
     return RequestContextMiddleware(app, log_access=access_log(settings))
+
+
+def head_size_limit(app: ASGIApp, settings: CoreSettings) -> ASGIApp:
+    return HeadSizeLimitMiddleware(app, max_header_bytes=settings.max_header_bytes)
 
 
 def concurrency_limit(app: ASGIApp, settings: CoreSettings) -> ASGIApp:
