@@ -135,9 +135,17 @@ class BodyLimitMiddleware:
             return
 
         declared = _declared_length(scope)
-        if declared is None and header(scope, TRANSFER_ENCODING_HEADER) is None:
+        chunked = header(scope, TRANSFER_ENCODING_HEADER) is not None
+        if declared is None and not chunked:
             # Neither header: HTTP/1.1 says the request has no body (a GET, say).
             await self.app(scope, receive, send)
+            return
+        if declared is not None and chunked:
+            # Where a server passes both on, its body is the chunked one, whatever Content-Length
+            # says: how requests are smuggled past a proxy that reads the other. Refused.
+            detail = "Content-Length and Transfer-Encoding together are refused"
+            response = error_response(400, "BAD_REQUEST", detail, headers=CLOSE)
+            await response(scope, receive, send)
             return
         if declared is not None and declared > self.max_body_bytes:
             response = error_response(413, "PAYLOAD_TOO_LARGE", self._size_detail(), headers=CLOSE)
