@@ -1,9 +1,9 @@
 """Pure ASGI middleware: request ids and one access line per request; a cap on head size; a cap on
 requests at once; CORS; a cap on body size and on the time to receive it."""
 
+import asyncio
 import time
 
-import anyio
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -152,14 +152,14 @@ class BodyLimitMiddleware:
             await response(scope, receive, send)
             return
 
-        deadline = anyio.current_time() + self.timeout_seconds
+        deadline = asyncio.get_running_loop().time() + self.timeout_seconds
         received = 0
 
         async def receive_within_limits() -> Message:
             nonlocal received
             # Errors are raised inside the app, so the error handlers answer with the envelope.
             try:
-                with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
+                async with asyncio.timeout_at(deadline):
                     message = await receive()
             except TimeoutError:
                 raise HTTPException(408, self._time_detail(), headers=CLOSE) from None
