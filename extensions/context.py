@@ -382,6 +382,8 @@ def settings_mixins_for(answers: dict[str, Any]) -> list[dict[str, str]]:
         mixins.append({"module": "jobs", "settings": "JobsSettings"})
     if answers["example_api"]:
         mixins.append({"module": "streaming", "settings": "StreamingSettings"})
+    if answers["metrics"]:
+        mixins.append({"module": "metrics", "settings": "MetricsSettings"})
     mixins.append({"module": "server", "settings": "ServerSettings"})
     return [*mixins, {"module": "settings", "settings": "CoreSettings"}]
 
@@ -466,6 +468,7 @@ class ContextUpdater(ContextHook):
         context["python_floor"] = context["python_version"].replace(".", "")
         context["ci_python_versions"] = ci_python_versions(context["python_version"])
         context["secret_key"] = secrets.token_urlsafe(48)
+        context["metrics_token"] = secrets.token_urlsafe(32)
         context["server_loggers"] = server_loggers_for(context)
         context["features"] = features_for(context)
         context["settings_mixins"] = settings_mixins_for(context)

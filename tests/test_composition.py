@@ -40,12 +40,14 @@ OPTIONAL = {
 }
 # The middleware of the full service (which has no rate limit), outermost first.
 REQUEST_ORDER = [
+    "unhandled_errors",
     "tracing_middleware",
     "request_context",
+    "head_size_limit",
     "concurrency_limit",
     "metrics_middleware",
     "cors",
-    "body_size_limit",
+    "body_limit",
 ]
 CONDITIONAL = re.compile(r"\{%-?\s*(if|elif)\b")
 STATE = re.compile(r"\.state\.")

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import signal
+import socket
 import statistics
+import subprocess
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,6 +26,8 @@ from conftest import Projects
 from faults import ENVELOPE, PRODUCT, PostgresDatabase, postgres_service, sqlite_service
 from support import RedisServer, ServiceProcess, Variant, run
 from variants import DEFAULT, POSTGRES_MEMORY, SQLITE_REDIS, UVICORN
+
+from harness import clean_env, free_port
 
 CLIENT_TIMEOUT = 10.0
 
@@ -146,6 +153,41 @@ def test_huge_headers_are_refused_at_once_and_the_loop_keeps_serving(
     assert max(probe.latencies) < 0.5
     assert peak - rss_before < 50 * 1024
     assert after.status_code == 200
+
+
+HEAD_SIZES = (60_000, 70_000, 100_000, 125_000)
+HEAD_LIMIT = 65_536
+
+
+def status_of_a_head(port: int, size: int) -> str:
+    """The status line answered to a request whose head is about `size` bytes of headers of 1 KB
+    each, sent in one write."""
+    headers = b"".join(b"X-Part-%d: %s\r\n" % (n, b"a" * 990) for n in range(size // 1000))
+    with socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT) as connection:
+        connection.sendall(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers + b"\r\n")
+        return connection.recv(4096).split(b"\r\n", 1)[0].decode("latin-1")
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [v.param() for v in (DEFAULT, UVICORN)],
+)
+def test_a_head_larger_than_the_limit_in_all_gets_431_whatever_the_server_reads_at_once(
+    projects: Projects, tmp_path: Path, variant: Variant
+) -> None:
+    service = sqlite_service(projects, variant, tmp_path, APP_MAX_HEADER_BYTES=str(HEAD_LIMIT))
+    with running(service):
+        answers = {size: status_of_a_head(service.port, size) for size in HEAD_SIZES}
+    print(
+        f"\n{variant.id}: limit {HEAD_LIMIT} bytes; heads of "
+        + ", ".join(f"{size} bytes: {answer!r}" for size, answer in answers.items())
+    )
+    assert answers == {
+        size: "HTTP/1.1 200 OK"
+        if size < HEAD_LIMIT
+        else "HTTP/1.1 431 Request Header Fields Too Large"
+        for size in HEAD_SIZES
+    }
 
 
 HEAD_TIMEOUT = 1.0
@@ -325,6 +367,247 @@ def test_past_the_cap_on_requests_at_once_they_get_503_until_slots_free(
     assert probes == [200, 200, 200]
     assert served_again < 2
     assert after == [200] * OVER_CAP_REQUESTS
+
+
+SLOW_BODY_CAP = 20
+SLOW_BODIES = 22
+BODY_TIMEOUT = 1.0
+
+
+async def slow_bodies_against_the_cap(
+    url: str, port: int
+) -> tuple[int, list[tuple[bytes, float | None]], list[int]]:
+    """SLOW_BODIES creates that send their head and one byte of a 100-byte body, then nothing
+    (the client keeps its end open); a request from another client while they wait, each
+    holder's answer and the seconds until the server closed it (None: still open), and requests
+    from others once the body timeout has passed."""
+
+    async def hold() -> tuple[bytes, float | None]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(UNFINISHED_CREATE)
+        started = time.monotonic()
+        received = b""
+        try:
+            while data := await asyncio.wait_for(reader.read(65_536), BODY_TIMEOUT + 3):
+                received += data
+            closed_after: float | None = time.monotonic() - started
+        except TimeoutError:
+            closed_after = None
+        except ConnectionError:
+            closed_after = time.monotonic() - started
+        writer.transport.abort()
+        return received.split(b"\r\n", 1)[0], closed_after
+
+    holding = [asyncio.create_task(hold()) for _ in range(SLOW_BODIES)]
+    await asyncio.sleep(0.4)
+    async with httpx.AsyncClient(base_url=url, timeout=CLIENT_TIMEOUT) as client:
+        during = (await client.get("/api/v1/products")).status_code
+        held = await asyncio.gather(*holding)
+        after = [(await client.get("/api/v1/products")).status_code for _ in range(3)]
+    return during, list(held), after
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [v.param() for v in (DEFAULT, UVICORN)],
+)
+def test_a_body_not_received_in_time_gets_408_and_frees_its_place_under_the_cap(
+    projects: Projects, tmp_path: Path, variant: Variant
+) -> None:
+    service = sqlite_service(
+        projects,
+        variant,
+        tmp_path,
+        APP_MAX_CONNECTIONS=str(SLOW_BODY_CAP),
+        APP_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT),
+    )
+    with running(service):
+        during, held, after = asyncio.run(slow_bodies_against_the_cap(service.url, service.port))
+
+    answers = Counter(line.decode("latin-1") or "nothing" for line, _ in held)
+    closed = [seconds for _, seconds in held if seconds is not None]
+    print(
+        f"\n{variant.id}: cap {SLOW_BODY_CAP}, body timeout {BODY_TIMEOUT}s, {SLOW_BODIES} creates "
+        f"sending 1 byte of a 100-byte body: another client meanwhile got {during}; the holders "
+        f"were answered {dict(answers)}, {len(closed)}/{SLOW_BODIES} closed by the server"
+        + (f" (the last after {max(closed):.2f}s)" if closed else "")
+        + f"; then other clients got {after}"
+    )
+    assert during == 503
+    assert answers == {
+        "HTTP/1.1 408 Request Timeout": SLOW_BODY_CAP,
+        "HTTP/1.1 503 Service Unavailable": SLOW_BODIES - SLOW_BODY_CAP,
+    }
+    # Each one that held a place was answered and closed once its time was up, though its
+    # client kept the connection open.
+    timed_out = [seconds for line, seconds in held if line.startswith(b"HTTP/1.1 408")]
+    assert all(seconds is not None and seconds < BODY_TIMEOUT + 1.5 for seconds in timed_out)
+    assert after == [200, 200, 200]
+    assert "Traceback" not in service.output
+
+
+# 8. What the server says about a request that failed
+
+MALFORMED = {
+    "bad request line": b"GET /health/live HTTP/1.1 extra\r\nHost: 127.0.0.1\r\n\r\n",
+    "bad header name": b"GET /api/v1/products HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Name: v\r\n\r\n",
+    "0xff in the path": b"GET /api/v1/products/\xff HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "0xff in a header name": b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-\xff: a\r\n\r\n",
+    "Content-Length and Transfer-Encoding": (
+        b"POST /api/v1/products HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    ),
+}
+# What each server answers itself, before the app sees the request: neither gives a documented
+# way to shape that answer (README, "What one client can hold").
+ANSWERED_BY_SERVER = {
+    DEFAULT.id: set(MALFORMED) - {"Content-Length and Transfer-Encoding"},
+    UVICORN.id: set(MALFORMED),
+}
+
+
+def answer_to(port: int, request: bytes) -> tuple[str, str, bytes]:
+    """The status line, Content-Type and body answered to `request`, read until the server
+    closes the connection."""
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT) as connection:
+        connection.sendall(request)
+        while data := connection.recv(65_536):
+            received += data
+    head, _, body = received.partition(b"\r\n\r\n")
+    status, *fields = head.decode("latin-1").split("\r\n")
+    content_type = next(
+        (f.split(":", 1)[1].strip() for f in fields if f.lower().startswith("content-type")), ""
+    )
+    return status, content_type, body
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [v.param() for v in (DEFAULT, UVICORN)],
+)
+def test_a_malformed_request_gets_400_and_its_connection_closed(
+    projects: Projects, tmp_path: Path, variant: Variant
+) -> None:
+    service = sqlite_service(projects, variant, tmp_path)
+    with running(service):
+        answers = {name: answer_to(service.port, raw) for name, raw in MALFORMED.items()}
+        after = httpx.get(f"{service.url}/api/v1/products", timeout=CLIENT_TIMEOUT)
+    print(
+        f"\n{variant.id}: "
+        + "; ".join(
+            f"{name}: {status!r} {content_type or 'no body type'}"
+            for name, (status, content_type, _) in answers.items()
+        )
+    )
+    for name, (status, content_type, body) in answers.items():
+        if name in ANSWERED_BY_SERVER[variant.id]:
+            assert status == "HTTP/1.1 400 Bad Request", name
+        else:
+            # Granian passes it on as a chunked request, without the Content-Length: the app
+            # answers it as such (here its empty body is invalid), with the envelope.
+            assert status == "HTTP/1.1 422 Unprocessable Entity", name
+            assert content_type == "application/json", name
+            assert json.loads(body).keys() >= ENVELOPE, name
+    assert after.status_code == 200
+    assert "Traceback" not in service.output
+
+
+# The service with one more route, served by the render's own server and its options (server.py).
+CRASHING_SERVICE = """
+from fastapi import APIRouter
+
+from {package}.config import get_settings
+from {package}.logging import configure_logging
+from {package}.main import create_app as create_service
+from {package}.server import server_options
+
+router = APIRouter()
+
+
+@router.get("/crash")
+async def crash() -> None:
+    raise RuntimeError("a bug behind a 500")
+
+
+def create_app():
+    app = create_service()
+    app.include_router(router)
+    return app
+
+
+if __name__ == "__main__":
+    settings = get_settings()
+    configure_logging(settings)
+    options = dict(server_options(settings))
+    if "target" in options:
+        from granian import Granian
+
+        Granian(**{{**options, "target": "crashing:create_app"}}).serve()
+    else:
+        import uvicorn
+
+        uvicorn.run(**{{**options, "app": "crashing:create_app"}})
+"""
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [v.param() for v in (DEFAULT, UVICORN)],
+)
+def test_an_unhandled_error_is_answered_with_the_envelope_and_its_traceback_logged_once(
+    projects: Projects, tmp_path: Path, variant: Variant
+) -> None:
+    project = projects.installed(variant)
+    (tmp_path / "crashing.py").write_text(
+        textwrap.dedent(CRASHING_SERVICE).format(package=variant.package)
+    )
+    port = free_port()
+    log = tmp_path / "service.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [project / ".venv" / "bin" / "python", tmp_path / "crashing.py"],
+            cwd=project,
+            env=clean_env(
+                APP_PORT=str(port),
+                APP_LOG_FORMAT="json",
+                APP_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'service.db'}",
+                PYTHONPATH=str(tmp_path),
+                PYTHONUNBUFFERED="1",
+            ),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/health/live", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.2)
+        response = httpx.get(f"{url}/crash", headers={"X-Request-ID": "crash-1"})
+        time.sleep(0.5)  # the server's own lines reach the log within a tenth of a second
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    output = log.read_text()
+    records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    tracebacks = [record for record in records if "a bug behind a 500" in json.dumps(record)]
+    print(
+        f"\n{variant.id}: one request to a route that raises: {response.status_code} "
+        f"{response.json()['error']}; {len(tracebacks)} log line(s) with its traceback, from "
+        f"{[record.get('logger') for record in tracebacks]}"
+    )
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": "INTERNAL_ERROR",
+        "detail": "Internal server error",
+        "request_id": "crash-1",
+    }
+    assert [(record["event"], record["request_id"]) for record in tracebacks] == [
+        ("unhandled error", "crash-1")
+    ]
 
 
 # 9. Redis under pressure, a flood of reads of one product

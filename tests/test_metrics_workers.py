@@ -14,6 +14,7 @@ from variants import METRICS
 
 WORKERS = 2
 REQUESTS = 30
+TOKEN = "metrics-token-of-the-test"
 LIVE_COUNT = re.compile(
     r'^http_requests_total\{method="GET",route="/health/live",status="200"\} (\S+)$', re.M
 )
@@ -43,6 +44,7 @@ def test_metrics_add_up_across_worker_processes(projects: Projects, tmp_path: Pa
     env = {
         "APP_WORKERS": str(WORKERS),
         "PROMETHEUS_MULTIPROC_DIR": str(shared),
+        "APP_METRICS_TOKEN": TOKEN,
         # A database of the test's own: the render is shared with the other checks of its variant.
         "APP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'service.db'}",
     }
@@ -52,7 +54,8 @@ def test_metrics_add_up_across_worker_processes(projects: Projects, tmp_path: Pa
         # Each request opens a new connection, which either worker may accept.
         for _ in range(REQUESTS):
             httpx.get(f"{base_url}/health/live").raise_for_status()
-        scrapes = [httpx.get(f"{base_url}/metrics") for _ in range(6)]
+        scraper = {"Authorization": f"Bearer {TOKEN}"}
+        scrapes = [httpx.get(f"{base_url}/metrics", headers=scraper) for _ in range(6)]
 
     assert [scrape.status_code for scrape in scrapes] == [200] * len(scrapes)
     # The start-up probe answered /health/live once before the loop.

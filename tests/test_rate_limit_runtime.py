@@ -1,4 +1,5 @@
-"""Layer 4 for the rate limit: worker processes that share Redis spend one budget per client."""
+"""Layer 4 for the rate limit: worker processes that share Redis spend one budget per client; on
+either server, only a trusted proxy names the client, and only with an address."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 from conftest import Projects
-from support import ServiceProcess
-from variants import RATE_LIMIT
+from support import ServiceProcess, Variant
+from variants import RATE_LIMIT, RATE_LIMIT_GRANIAN
 
 WORKERS = 2
 BUDGET = 30
@@ -98,3 +100,54 @@ def test_two_workers_sharing_redis_spend_one_budget(projects: Projects, tmp_path
     assert ready.json()["checks"] == {"rate_limit": "ok"}
     assert service.process.returncode == 0, output
     assert "Traceback" not in output
+
+
+FORWARDED_BUDGET = 10
+FORWARDED_REQUESTS = 30
+
+
+def forwarded_for(number: int) -> str:
+    """A different X-Forwarded-For each time: an address, or any string a client may invent."""
+    return f"198.51.100.{number % 250}" if number % 2 else f"client-{uuid.uuid4().hex}"
+
+
+@pytest.mark.parametrize("variant", [RATE_LIMIT_GRANIAN.param(), RATE_LIMIT.param()])
+@pytest.mark.parametrize(
+    ("trusted_proxies", "forwarded"),
+    [
+        # No proxy trusted: the loopback peer's header names nobody, address or not.
+        ("", forwarded_for),
+        # The peer is a trusted proxy: what it forwards that is not an address names nobody.
+        ("127.0.0.1", lambda number: f"client-{uuid.uuid4().hex}, not-an-address-{number}"),
+    ],
+    ids=["none-trusted", "loopback-trusted"],
+)
+def test_a_forwarded_client_is_believed_only_from_a_trusted_proxy_and_only_as_an_address(
+    projects: Projects,
+    tmp_path: Path,
+    variant: Variant,
+    trusted_proxies: str,
+    forwarded: Callable[[int], str],
+) -> None:
+    service = ServiceProcess(
+        projects.installed(variant),
+        variant.package,
+        tmp_path / "service.log",
+        APP_RATE_LIMIT=f"{FORWARDED_BUDGET}/day",
+        APP_TRUSTED_PROXIES=trusted_proxies,
+    )
+    with service, httpx.Client(base_url=service.url) as client:
+        statuses = [
+            client.get("/api/v1/products", headers={"X-Forwarded-For": forwarded(n)}).status_code
+            for n in range(FORWARDED_REQUESTS)
+        ]
+        # From the trusted proxy, an address does name the client: a budget of its own.
+        named = client.get("/api/v1/products", headers={"X-Forwarded-For": "203.0.113.9"})
+
+    print(
+        f"\n{variant.id}, APP_TRUSTED_PROXIES={trusted_proxies!r}: {FORWARDED_REQUESTS} requests "
+        f"from 127.0.0.1, each with another X-Forwarded-For, a budget of {FORWARDED_BUDGET}: "
+        f"{statuses.count(200)} allowed, {statuses.count(429)} refused"
+    )
+    assert statuses == [200] * FORWARDED_BUDGET + [429] * (FORWARDED_REQUESTS - FORWARDED_BUDGET)
+    assert named.status_code == (200 if trusted_proxies else 429)

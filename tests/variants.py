@@ -82,6 +82,10 @@ METRICS = Variant("metrics", {"metrics": True})
 RATE_LIMIT = Variant(
     "rate-limit", {"rate_limit": True, "database": "none", "cache": "none", "server": "uvicorn"}
 )
+# The same on Granian: who may name the client (X-Forwarded-For) is tested on both servers.
+RATE_LIMIT_GRANIAN = Variant(
+    "rate-limit-granian", {"rate_limit": True, "database": "none", "cache": "none"}
+)
 TRACING = Variant("tracing", {"tracing": True})
 # Reporting to a receiver the runtime test runs; that test adds a failing route to its render, so
 # no other test uses it.

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .features import Feature
 from .request_context import REQUEST_ID_HEADER, current_request_id
@@ -158,12 +159,43 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> J
     return error_response(422, "VALIDATION_ERROR", "Request validation failed", errors=errors)
 
 
-async def _unhandled_error(_request: Request, exc: Exception) -> JSONResponse:
-    # Runs outside the request-context middleware, so the request id header is added here.
-    logger.error("unhandled error", exc_info=exc)
+class UnhandledErrorMiddleware:
+    """Pure ASGI, outermost: an error nothing else handled is logged once, with the request id,
+    and answered with the 500 envelope.
+
+    Every other middleware sees the error on its way out (tracing records it), and it ends here:
+    Starlette's own last handler re-raises it, and the server would log its traceback again.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def send_and_note_start(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note_start)
+        except Exception:
+            logger.exception("unhandled error")
+            if response_started:
+                # Too late for an answer: the server closes the connection on the unfinished one.
+                return
+            await unhandled_error_response()(scope, receive, send)
+
+
+def unhandled_error_response() -> JSONResponse:
+    # Answered outside the request-context middleware, so the request id header is added here.
     request_id = current_request_id()
-    # The server closes the connection after an unhandled error: the client is told so, and
-    # does not send its next request on a connection that is going away.
+    # The connection is closed after it: the client does not send its next request on a
+    # connection whose state nobody knows.
     return error_response(
         500,
         "INTERNAL_ERROR",
@@ -172,12 +204,15 @@ async def _unhandled_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def unhandled_errors(app: ASGIApp, _settings: object) -> ASGIApp:
+    return UnhandledErrorMiddleware(app)
+
+
 feature: Feature[object] = Feature(
     name="errors",
     exception_handlers={
         AppError: _app_error,
         StarletteHTTPException: _http_error,
         RequestValidationError: _validation_error,
-        Exception: _unhandled_error,
     },
 )

@@ -1,6 +1,7 @@
-"""Pure ASGI middleware: request ids and one access line per request; a cap on requests at once;
-CORS; a cap on body size."""
+"""Pure ASGI middleware: request ids and one access line per request; a cap on head size; a cap on
+requests at once; CORS; a cap on body size and on the time to receive it."""
 
+import asyncio
 import time
 
 from fastapi.middleware.cors import CORSMiddleware
@@ -63,6 +64,35 @@ class RequestContextMiddleware:
             self.log_access(scope["method"], scope["path"], status_code, duration_ms)
 
 
+class HeadSizeLimitMiddleware:
+    """Answers 431 for a request whose head (request line and headers) is larger than
+    `max_header_bytes`, counted whole, as the server parsed it: a server's own bound counts its
+    reads, not the head, and lets a larger one through."""
+
+    def __init__(self, app: ASGIApp, max_header_bytes: int) -> None:
+        self.app = app
+        self.max_header_bytes = max_header_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _head_size(scope) > self.max_header_bytes:
+            detail = f"Request head exceeds {self.max_header_bytes} bytes"
+            response = error_response(431, "REQUEST_HEADER_FIELDS_TOO_LARGE", detail, headers=CLOSE)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _head_size(scope: Scope) -> int:
+    """The head's bytes: `METHOD target HTTP/1.1` and `name: value`, each line with its CRLF,
+    and the empty line that ends it."""
+    target: bytes = scope.get("raw_path") or scope["path"].encode()
+    query: bytes = scope.get("query_string", b"")
+    target_size = len(target) + (len(query) + 1 if query and b"?" not in target else 0)
+    request_line = len(scope["method"]) + 1 + target_size + len(" HTTP/1.1\r\n")
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    return request_line + sum(len(name) + len(value) + 4 for name, value in headers) + 2
+
+
 class ConcurrencyLimitMiddleware:
     """Past `limit` requests at once in this worker, answers 503 with `Retry-After`: a flood waits
     at the door rather than queueing for the database pool and timing out inside."""
@@ -88,12 +118,16 @@ class ConcurrencyLimitMiddleware:
             self.in_flight -= 1
 
 
-class BodySizeLimitMiddleware:
-    """Answers 413 for a request body larger than `max_body_bytes`, declared or streamed."""
+class BodyLimitMiddleware:
+    """Answers 413 for a request body larger than `max_body_bytes`, declared or streamed, and 408
+    for one not received in whole within `timeout_seconds` of its head: a client that sends a
+    body slowly, or never ends it, holds its slot under the cap on requests at once for that long
+    at most, whatever the server."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, timeout_seconds: float) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.timeout_seconds = timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,35 +135,48 @@ class BodySizeLimitMiddleware:
             return
 
         declared = _declared_length(scope)
-        if declared is None and header(scope, TRANSFER_ENCODING_HEADER) is None:
+        chunked = header(scope, TRANSFER_ENCODING_HEADER) is not None
+        if declared is None and not chunked:
             # Neither header: HTTP/1.1 says the request has no body (a GET, say).
             await self.app(scope, receive, send)
             return
-        if declared is not None:
-            # The server stops reading at Content-Length, so a body within it needs no counting.
-            if declared > self.max_body_bytes:
-                response = error_response(413, "PAYLOAD_TOO_LARGE", self._detail(), headers=CLOSE)
-                await response(scope, receive, send)
-                return
-            await self.app(scope, receive, send)
+        if declared is not None and chunked:
+            # Where a server passes both on, its body is the chunked one, whatever Content-Length
+            # says: how requests are smuggled past a proxy that reads the other. Refused.
+            detail = "Content-Length and Transfer-Encoding together are refused"
+            response = error_response(400, "BAD_REQUEST", detail, headers=CLOSE)
+            await response(scope, receive, send)
+            return
+        if declared is not None and declared > self.max_body_bytes:
+            response = error_response(413, "PAYLOAD_TOO_LARGE", self._size_detail(), headers=CLOSE)
+            await response(scope, receive, send)
             return
 
+        deadline = asyncio.get_running_loop().time() + self.timeout_seconds
         received = 0
 
-        async def receive_within_limit() -> Message:
+        async def receive_within_limits() -> Message:
             nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
+            # Errors are raised inside the app, so the error handlers answer with the envelope.
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise HTTPException(408, self._time_detail(), headers=CLOSE) from None
+            # The server stops reading at Content-Length, so a declared body needs no counting.
+            if message["type"] == "http.request" and declared is None:
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    # Raised inside the app, so the error handlers answer it with the envelope.
-                    raise HTTPException(413, self._detail(), headers=CLOSE)
+                    raise HTTPException(413, self._size_detail(), headers=CLOSE)
             return message
 
-        await self.app(scope, receive_within_limit, send)
+        await self.app(scope, receive_within_limits, send)
 
-    def _detail(self) -> str:
+    def _size_detail(self) -> str:
         return f"Request body exceeds {self.max_body_bytes} bytes"
+
+    def _time_detail(self) -> str:
+        return f"Request body not received within {self.timeout_seconds:g} seconds"
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -142,6 +189,10 @@ def _declared_length(scope: Scope) -> int | None:
 
 def request_context(app: ASGIApp, settings: CoreSettings) -> ASGIApp:
     return RequestContextMiddleware(app, log_access=access_log(settings))
+
+
+def head_size_limit(app: ASGIApp, settings: CoreSettings) -> ASGIApp:
+    return HeadSizeLimitMiddleware(app, max_header_bytes=settings.max_header_bytes)
 
 
 def concurrency_limit(app: ASGIApp, settings: CoreSettings) -> ASGIApp:
@@ -161,5 +212,9 @@ def cors(app: ASGIApp, settings: CoreSettings) -> ASGIApp:
     )
 
 
-def body_size_limit(app: ASGIApp, settings: CoreSettings) -> ASGIApp:
-    return BodySizeLimitMiddleware(app, max_body_bytes=settings.max_body_bytes)
+def body_limit(app: ASGIApp, settings: CoreSettings) -> ASGIApp:
+    return BodyLimitMiddleware(
+        app,
+        max_body_bytes=settings.max_body_bytes,
+        timeout_seconds=settings.body_timeout_seconds,
+    )

@@ -60,6 +60,19 @@ class CoreSettings(BaseModel):
     max_body_bytes: int = Field(
         default=1_048_576, ge=1, description="Largest request body accepted; larger get 413"
     )
+    max_header_bytes: int = Field(
+        default=65_536,
+        # Granian's smallest read buffer.
+        ge=8192,
+        description="Largest request head (request line and headers) accepted; larger get 431",
+    )
+    body_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Seconds a request's body may take to arrive in whole after its head; "
+        "then it gets 408 and the connection is closed",
+    )
     max_connections: int = Field(
         default=1000,
         ge=1,
