@@ -378,6 +378,8 @@ def settings_mixins_for(answers: dict[str, Any]) -> list[dict[str, str]]:
         mixins.append({"module": "security", "settings": "OidcSettings"})
     if answers["http_client"]:
         mixins.append({"module": "http_client", "settings": "HttpClientSettings"})
+    if answers["tracing"]:
+        mixins.append({"module": "tracing", "settings": "TracingSettings"})
     if answers["rate_limit"]:
         mixins.append({"module": "rate_limit", "settings": "RateLimitSettings"})
     if jobs_on(answers):
