@@ -304,6 +304,7 @@ class Bench:
         )
         self.secret = secrets.token_urlsafe(48)
         self.sections: tuple[str, ...] = args.only or SECTIONS
+        self._postgres: Project | None = None
         self.failed = False
         self.report = Report(
             title=f"Benchmark ({profile.name} run)",
@@ -605,7 +606,7 @@ class Bench:
                     missing_row(measure, f"PostgreSQL not reachable at {self.postgres_url}")
                 )
             return
-        postgres = self.build_more("postgresql-no-cache", database="postgresql", cache="none")
+        postgres = self.postgres_render()
         try:
             self._postgres_routes(postgres)
         except (RuntimeError, subprocess.CalledProcessError) as error:
@@ -643,7 +644,10 @@ class Bench:
                 seed_products(project.path, PACKAGE, SEEDED_PRODUCTS, products.asyncpg_url(url))
             generated = stack.enter_context(
                 self.generated(
-                    POSTGRES_READ, project, APP_DATABASE_URL=products.asyncpg_url(urls["generated"])
+                    POSTGRES_READ,
+                    project,
+                    APP_DATABASE_URL=products.asyncpg_url(urls["generated"]),
+                    OTEL_SDK_DISABLED="true",
                 )
             )
             raw = stack.enter_context(
@@ -720,6 +724,15 @@ class Bench:
                     failure = f"failed: {str(error).splitlines()[0]}"
                     self.record(Row(export_measure(rows), failure, verdict="FAIL"))
 
+    def postgres_render(self) -> Project:
+        """The PostgreSQL render without a cache, made once: with tracing, which the untraced
+        measures switch off (OTEL_SDK_DISABLED=true: no middleware, nothing instrumented)."""
+        if self._postgres is None:
+            self._postgres = self.build_more(
+                "postgresql-no-cache", database="postgresql", cache="none", tracing="true"
+            )
+        return self._postgres
+
     def traced_database(self, paths: set[str]) -> None:
         """What tracing costs the uncached PostgreSQL read: the same render served with the SDK
         disabled, at a 0.1 sampling ratio, and with no request sampled."""
@@ -734,9 +747,7 @@ class Bench:
                     missing_row(measure, f"PostgreSQL not reachable at {self.postgres_url}")
                 )
             return
-        project = self.build_more(
-            "postgresql-tracing", database="postgresql", cache="none", tracing="true"
-        )
+        project = self.postgres_render()
         try:
             self._traced_postgres_read(project)
         except (RuntimeError, subprocess.CalledProcessError) as error:
