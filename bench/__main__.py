@@ -1,4 +1,5 @@
-"""`python -m bench [--smoke]`: render, install, measure side by side, write the results.
+"""`python -m bench [--smoke] [--only SECTIONS]`: render, install, measure side by side, write the
+results.
 
 Renders the variants it needs from this template's working tree into a temporary folder,
 installs each with uv, serves them (the generated ones as `python -m <package>` does, the
@@ -95,6 +96,10 @@ POSTGRES_LIST = "product list page (20), PostgreSQL"
 RAW_POSTGRES_LIST = "FastAPI + raw asyncpg, list page (20)"
 POSTGRES_CREATE = "product create (POST), PostgreSQL"
 RAW_POSTGRES_CREATE = "FastAPI + raw asyncpg, create (POST)"
+# The traced PostgreSQL read: one render (tracing=true), served off, unsampled and at 0.1.
+TRACED_OFF_POSTGRES_READ = "product read by id, PostgreSQL, tracing=true, OTEL_SDK_DISABLED"
+TRACED_SAMPLED_POSTGRES_READ = "product read by id, PostgreSQL, tracing at 0.1"
+TRACED_UNSAMPLED_POSTGRES_READ = "product read by id, PostgreSQL, tracing, always_off"
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,12 @@ REPORTING_LIVE_VS_OFF = "Error reporting (Sentry SDK, DSN set) / off: liveness"
 REPORTING_HIT_VS_OFF = "Error reporting (Sentry SDK, DSN set) / off: memory cache hit"
 LIMITED_VS_OFF = "Rate limit counted in process / off: memory cache hit"
 LIMITED_REDIS_VS_OFF = "Rate limit counted in Redis / off: memory cache hit"
+SAMPLED_POSTGRES_VS_OFF = "Tracing, parentbased_traceidratio 0.1 / off: PostgreSQL read by id"
+SAMPLED_POSTGRES_CPU = (
+    "Tracing, parentbased_traceidratio 0.1 / off: PostgreSQL read by id, CPU time per request "
+    "(off / traced)"
+)
+UNSAMPLED_POSTGRES_VS_OFF = "Tracing, always_off / off: PostgreSQL read by id"
 WALL_TIME = "Whole benchmark wall time"
 
 # Each feature's measures, in table order: all are reported (a value, or why there is none).
@@ -197,6 +208,13 @@ FEATURE_MEASURES = [
     LIMITED_REDIS_VS_OFF,
 ]
 DATABASE_MEASURES = [SQLITE_VS_RAW, POSTGRES_VS_RAW, POSTGRES_LIST_VS_RAW, POSTGRES_CREATE_VS_RAW]
+TRACED_DATABASE_MEASURES = [
+    SAMPLED_POSTGRES_VS_OFF,
+    SAMPLED_POSTGRES_CPU,
+    UNSAMPLED_POSTGRES_VS_OFF,
+]
+# What `--only` can pick, and the measures each reports.
+SECTIONS = ("liveness", "features", "databases", "traced-database", "export")
 
 
 def budget_rows(profile: Profile) -> list[str]:
@@ -205,9 +223,20 @@ def budget_rows(profile: Profile) -> list[str]:
         *LIVENESS_MEASURES,
         *FEATURE_MEASURES,
         *DATABASE_MEASURES,
+        *TRACED_DATABASE_MEASURES,
         *(export_measure(rows) for rows in profile.export_rows),
         WALL_TIME,
     ]
+
+
+def section_rows(section: str, profile: Profile) -> list[str]:
+    return {
+        "liveness": LIVENESS_MEASURES,
+        "features": FEATURE_MEASURES,
+        "databases": DATABASE_MEASURES,
+        "traced-database": TRACED_DATABASE_MEASURES,
+        "export": [export_measure(rows) for rows in profile.export_rows],
+    }[section]
 
 
 def export_measure(rows: int) -> str:
@@ -274,6 +303,8 @@ class Bench:
             use_wrk=args.load_generator != "python",
         )
         self.secret = secrets.token_urlsafe(48)
+        self.sections: tuple[str, ...] = args.only or SECTIONS
+        self._postgres: Project | None = None
         self.failed = False
         self.report = Report(
             title=f"Benchmark ({profile.name} run)",
@@ -575,7 +606,7 @@ class Bench:
                     missing_row(measure, f"PostgreSQL not reachable at {self.postgres_url}")
                 )
             return
-        postgres = self.build_more("postgresql-no-cache", database="postgresql", cache="none")
+        postgres = self.postgres_render()
         try:
             self._postgres_routes(postgres)
         except (RuntimeError, subprocess.CalledProcessError) as error:
@@ -613,7 +644,10 @@ class Bench:
                 seed_products(project.path, PACKAGE, SEEDED_PRODUCTS, products.asyncpg_url(url))
             generated = stack.enter_context(
                 self.generated(
-                    POSTGRES_READ, project, APP_DATABASE_URL=products.asyncpg_url(urls["generated"])
+                    POSTGRES_READ,
+                    project,
+                    APP_DATABASE_URL=products.asyncpg_url(urls["generated"]),
+                    OTEL_SDK_DISABLED="true",
                 )
             )
             raw = stack.enter_context(
@@ -690,14 +724,90 @@ class Bench:
                     failure = f"failed: {str(error).splitlines()[0]}"
                     self.record(Row(export_measure(rows), failure, verdict="FAIL"))
 
+    def postgres_render(self) -> Project:
+        """The PostgreSQL render without a cache, made once: with tracing, which the untraced
+        measures switch off (OTEL_SDK_DISABLED=true: no middleware, nothing instrumented)."""
+        if self._postgres is None:
+            self._postgres = self.build_more(
+                "postgresql-no-cache", database="postgresql", cache="none", tracing="true"
+            )
+        return self._postgres
+
+    def traced_database(self, paths: set[str]) -> None:
+        """What tracing costs the uncached PostgreSQL read: the same render served with the SDK
+        disabled, at a 0.1 sampling ratio, and with no request sampled."""
+        if not products.has_item_route(paths):
+            reason = f"{products.NOT_AVAILABLE} (no {products.COLLECTION}/{{id}} in /openapi.json)"
+            for measure in TRACED_DATABASE_MEASURES:
+                self.record(missing_row(measure, reason))
+            return
+        if not _reachable(self.postgres_url, 5432):
+            for measure in TRACED_DATABASE_MEASURES:
+                self.record(
+                    missing_row(measure, f"PostgreSQL not reachable at {self.postgres_url}")
+                )
+            return
+        project = self.postgres_render()
+        try:
+            self._traced_postgres_read(project)
+        except (RuntimeError, subprocess.CalledProcessError) as error:
+            self.record_failure(TRACED_DATABASE_MEASURES, error)
+
+    def _traced_postgres_read(self, project: Project) -> None:
+        with ExitStack() as stack, OtlpSink() as sink:
+            url = stack.enter_context(
+                products.throwaway_database(project, self.postgres_url, "traced")
+            )
+            products.migrate(project, products.asyncpg_url(url))
+            seed_products(project.path, PACKAGE, SEEDED_PRODUCTS, products.asyncpg_url(url))
+            database = {"APP_DATABASE_URL": products.asyncpg_url(url)}
+            tracing = {
+                **database,
+                "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
+                "OTEL_BSP_SCHEDULE_DELAY": SPAN_BATCH_DELAY_MS,
+            }
+            envs = {
+                TRACED_OFF_POSTGRES_READ: {**database, "OTEL_SDK_DISABLED": "true"},
+                TRACED_SAMPLED_POSTGRES_READ: {
+                    **tracing,
+                    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                    "OTEL_TRACES_SAMPLER_ARG": "0.1",
+                },
+                TRACED_UNSAMPLED_POSTGRES_READ: {**tracing, "OTEL_TRACES_SAMPLER": "always_off"},
+            }
+            contenders = []
+            for name, env in envs.items():
+                server = stack.enter_context(self.generated(name, project, **env))
+                contenders.append(Contender(name, server, f"{products.COLLECTION}/1"))
+            runs = self.rounds(contenders)
+            if sink.exports == 0:
+                self.report.notes.append("traced PostgreSQL read: no spans reached the collector")
+        off = runs[TRACED_OFF_POSTGRES_READ]
+        sampled = runs[TRACED_SAMPLED_POSTGRES_READ]
+        self.record_ratio(SAMPLED_POSTGRES_VS_OFF, sampled, off, TRACING_SAMPLED_BUDGET)
+        added = sampled.cpu_us_per_request - off.cpu_us_per_request
+        cpu = ratio_row(SAMPLED_POSTGRES_CPU, Ratio.of_cpu_efficiency(sampled, off))
+        self.record(replace(cpu, spread=f"{cpu.spread}; {added:+.0f} µs per request"))
+        self.record_ratio(UNSAMPLED_POSTGRES_VS_OFF, runs[TRACED_UNSAMPLED_POSTGRES_READ], off)
+
     def run(self) -> None:
         default = self.build("default")
-        uvicorn = self.build_more("uvicorn", server="uvicorn")
         self.report.setup.append(f"Versions in the render: {_versions(default)}")
-        paths = self.liveness(default, uvicorn)
-        self.features(default, uvicorn, paths)
-        self.databases(paths)
-        self.export_memory(default, paths)
+        if "liveness" in self.sections or "features" in self.sections:
+            uvicorn = self.build_more("uvicorn", server="uvicorn")
+        if "liveness" in self.sections:
+            paths = self.liveness(default, uvicorn)
+        else:
+            with self.generated(GENERATED, default) as server:
+                paths = products.routes(server)
+        if "features" in self.sections:
+            self.features(default, uvicorn, paths)
+        if "databases" in self.sections:
+            self.databases(paths)
+        if "traced-database" in self.sections:
+            self.traced_database(paths)
+        if "export" in self.sections:
+            self.export_memory(default, paths)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -716,6 +826,11 @@ def main(argv: list[str] | None = None) -> int:
         help="auto: wrk when installed, else the python client; python: always the python client",
     )
     parser.add_argument("--keep", action="store_true", help="keep the renders and server logs")
+    parser.add_argument(
+        "--only",
+        type=_sections,
+        help=f"comma-separated sections to measure, of: {', '.join(SECTIONS)} (default: all)",
+    )
     args = parser.parse_args(argv)
 
     profile = SMOKE if args.smoke else FULL
@@ -745,9 +860,16 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             report = bench.report
+            skipped = {
+                measure
+                for section in SECTIONS
+                if section not in bench.sections
+                for measure in section_rows(section, profile)
+            }
             report.budget = [
                 bench.rows.get(m) or Row(m, "not measured", verdict="FAIL")
                 for m in budget_rows(profile)
+                if m not in skipped
             ]
             report.setup.append(f"Load average at the end: {_load_average()}")
             if profile.name == SMOKE.name:
@@ -761,6 +883,14 @@ def main(argv: list[str] | None = None) -> int:
             print(report.markdown("latest.png"))
             print(f"\nwritten: {output / 'latest.md'} and {output / 'latest.png'}")
     return 1 if bench.failed or any(row.verdict == "FAIL" for row in report.budget) else 0
+
+
+def _sections(text: str) -> tuple[str, ...]:
+    sections = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [section for section in sections if section not in SECTIONS]
+    if unknown or not sections:
+        raise argparse.ArgumentTypeError(f"not a section: {', '.join(unknown) or text!r}")
+    return sections
 
 
 @contextmanager

@@ -183,8 +183,6 @@ def dependencies_for(answers: dict[str, Any]) -> list[str]:
         deps += ["anyio>=4.6", "prometheus-client>=0.21"]
     if answers["tracing"]:
         deps += TRACING_DEPENDENCIES
-        if answers["database"] != "none":
-            deps.append("opentelemetry-instrumentation-sqlalchemy>=0.66b1")
         # Every Redis client (the cache's, the rate limiter's, the job queue's) and every httpx
         # client (the outbound one, the identity provider's keys) is traced.
         if answers["cache"] == "redis" or answers["rate_limit"] or jobs_on(answers):
@@ -376,6 +374,8 @@ def settings_mixins_for(answers: dict[str, Any]) -> list[dict[str, str]]:
         mixins.append({"module": "security", "settings": "OidcSettings"})
     if answers["http_client"]:
         mixins.append({"module": "http_client", "settings": "HttpClientSettings"})
+    if answers["tracing"]:
+        mixins.append({"module": "tracing", "settings": "TracingSettings"})
     if answers["rate_limit"]:
         mixins.append({"module": "rate_limit", "settings": "RateLimitSettings"})
     if jobs_on(answers):

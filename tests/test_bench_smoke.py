@@ -21,12 +21,14 @@ from bench.__main__ import (
     GENERATED,
     GENERATED_UVICORN,
     LIVENESS_MEASURES,
+    TRACED_DATABASE_MEASURES,
 )
 
 MEASURES = [
     *LIVENESS_MEASURES,
     *FEATURE_MEASURES,
     *DATABASE_MEASURES,
+    *TRACED_DATABASE_MEASURES,
     "CSV export peak RSS growth, 200 rows",
     "CSV export peak RSS growth, 1,000 rows",
     "CSV export peak RSS growth, 5,000 rows",

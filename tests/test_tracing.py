@@ -125,7 +125,7 @@ def test_service_exports_the_callers_trace_to_the_collector(
     statements = [
         span
         for span in ours
-        if any(a.key == "db.statement" and a.value.string_value for a in span.attributes)
+        if any(a.key == "db.query.text" and a.value.string_value for a in span.attributes)
     ]
     assert statements, [span.name for span in ours]
     assert {span.parent_span_id for span in statements} == {request.span_id}

@@ -15,6 +15,20 @@ _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="")
 
+# A field, header or parameter whose name holds one of these may carry a credential: its value is
+# never written out (error reports, a span's query string).
+CREDENTIAL_WORDS = (
+    "authorization",
+    "cookie",
+    "token",
+    "password",
+    "passwd",
+    "secret",
+    "key",
+    "credential",
+    "session",
+)
+
 AccessLog = Callable[[str, str, int, float], None]
 """Writes one line for a served request: method, path, status, duration in milliseconds."""
 
@@ -31,6 +45,10 @@ log_fields: dict[str, LogFields] = {}
 _request_ids = random.Random()  # noqa: S311
 if hasattr(os, "fork"):  # as `random` does for its own: where processes fork
     os.register_at_fork(after_in_child=_request_ids.seed)
+
+
+def is_credential(name: object) -> bool:
+    return isinstance(name, str) and any(word in name.lower() for word in CREDENTIAL_WORDS)
 
 
 def current_request_id() -> str:
