@@ -67,8 +67,8 @@ def test_template_workflow_runs_every_variant_on_every_python_with_services() ->
     assert sorted(group["select"] for group in matrix["group"]) == ["not pw", "pw"]
     assert all(v.id.startswith("pw") for v in PAIRWISE)
     assert not any("pw" in v.id for v in PRESETS)
-    assert set(job["services"]) == {"postgres", "redis"}
-    assert {"TEST_POSTGRES_URL", "TEST_REDIS_URL"} <= set(workflow["env"])
+    assert set(job["services"]) == {"postgres", "mariadb", "redis"}
+    assert {"TEST_POSTGRES_URL", "TEST_MYSQL_URL", "TEST_REDIS_URL"} <= set(workflow["env"])
     checkout = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout"))
     assert checkout["with"]["fetch-depth"] == 0
     assert workflow["concurrency"]["cancel-in-progress"] is True
