@@ -103,7 +103,7 @@ async def main():
     server = urlsplit(sys.argv[1])
     connection = await asyncmy.connect(
         host=server.hostname, port=server.port or 3306, user=server.username,
-        password=server.password or "", autocommit=True,
+        password=server.password or "", autocommit=True, connect_timeout=10,
     )
     async with connection.cursor() as cursor:
         await cursor.execute(sys.argv[2])
