@@ -136,7 +136,7 @@ BASE_DEPENDENCIES = [
 ]
 # The server `python -m <package>` runs (server.py), with uvloop for its event loop.
 SERVER_DEPENDENCIES = {"granian": "granian[uvloop]>=2.5", "uvicorn": "uvicorn[standard]>=0.30"}
-DATABASE_DEPENDENCIES = ["alembic>=1.14", "anyio>=4.6", "sqlalchemy[asyncio]>=2.0.38"]
+DATABASE_DEPENDENCIES = ["alembic>=1.14", "anyio>=4.6", "sqlalchemy[asyncio]>=2.0.43"]
 DATABASE_DRIVERS = {
     "sqlite": "aiosqlite>=0.20",
     "postgresql": "asyncpg>=0.30",
