@@ -50,6 +50,7 @@ SAME_SERVER_LIVENESS_BUDGET = 0.85
 MEMORY_HIT_BUDGET = 0.60
 REDIS_HIT_BUDGET = 0.45
 POSTGRES_READ_BUDGET = 0.40
+MYSQL_READ_BUDGET = 0.40
 TRACING_SAMPLED_BUDGET = 0.90
 # error_reporting=sentry, a DSN set and no error raised: what reporting costs every request.
 ERROR_REPORTING_BUDGET = 0.90
@@ -58,6 +59,8 @@ WALL_BUDGET_SECONDS = 20 * 60
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 # The server the PostgreSQL measures create their two databases on (and drop them after).
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+# The same for the MySQL measures (MySQL 8 or MariaDB 10.11+).
+DEFAULT_MYSQL_URL = "mysql://root@127.0.0.1:3306/test"
 # Rows in each measured database: a list page reads 20 of them and counts them all.
 SEEDED_PRODUCTS = 1_000
 # High enough that no request of the benchmark is limited: it measures the counting.
@@ -100,6 +103,13 @@ RAW_POSTGRES_CREATE = "FastAPI + raw asyncpg, create (POST)"
 TRACED_OFF_POSTGRES_READ = "product read by id, PostgreSQL, tracing=true, OTEL_SDK_DISABLED"
 TRACED_SAMPLED_POSTGRES_READ = "product read by id, PostgreSQL, tracing at 0.1"
 TRACED_UNSAMPLED_POSTGRES_READ = "product read by id, PostgreSQL, tracing, always_off"
+MYSQL_READ = "product read by id, MySQL, cache=none"
+RAW_ASYNCMY_READ = "FastAPI + raw asyncmy, read by id"
+RAW_AIOMYSQL_READ = "FastAPI + raw aiomysql, read by id"
+MYSQL_LIST = "product list page (20), MySQL"
+RAW_MYSQL_LIST = "FastAPI + raw asyncmy, list page (20)"
+MYSQL_CREATE = "product create (POST), MySQL"
+RAW_MYSQL_CREATE = "FastAPI + raw asyncmy, create (POST)"
 
 
 @dataclass(frozen=True)
@@ -152,6 +162,10 @@ SQLITE_VS_RAW = "Product read by id, SQLite / FastAPI + raw aiosqlite"
 POSTGRES_VS_RAW = "Product read by id, PostgreSQL / FastAPI + raw asyncpg"
 POSTGRES_LIST_VS_RAW = "Product list page (20), PostgreSQL / FastAPI + raw asyncpg"
 POSTGRES_CREATE_VS_RAW = "Product create, PostgreSQL / FastAPI + raw asyncpg"
+MYSQL_VS_RAW = "Product read by id, MySQL / FastAPI + raw asyncmy"
+MYSQL_LIST_VS_RAW = "Product list page (20), MySQL / FastAPI + raw asyncmy"
+MYSQL_CREATE_VS_RAW = "Product create, MySQL / FastAPI + raw asyncmy"
+AIOMYSQL_VS_ASYNCMY = "Read by id, FastAPI + raw aiomysql / FastAPI + raw asyncmy"
 TRACED_LIVE_VS_OFF = "Tracing, every request sampled / off: liveness"
 TRACED_HIT_VS_OFF = "Tracing, every request sampled / off: memory cache hit"
 SAMPLED_LIVE_VS_OFF = "Tracing, parentbased_traceidratio 0.1 / off: liveness"
@@ -208,13 +222,14 @@ FEATURE_MEASURES = [
     LIMITED_REDIS_VS_OFF,
 ]
 DATABASE_MEASURES = [SQLITE_VS_RAW, POSTGRES_VS_RAW, POSTGRES_LIST_VS_RAW, POSTGRES_CREATE_VS_RAW]
+MYSQL_MEASURES = [MYSQL_VS_RAW, MYSQL_LIST_VS_RAW, MYSQL_CREATE_VS_RAW, AIOMYSQL_VS_ASYNCMY]
 TRACED_DATABASE_MEASURES = [
     SAMPLED_POSTGRES_VS_OFF,
     SAMPLED_POSTGRES_CPU,
     UNSAMPLED_POSTGRES_VS_OFF,
 ]
 # What `--only` can pick, and the measures each reports.
-SECTIONS = ("liveness", "features", "databases", "traced-database", "export")
+SECTIONS = ("liveness", "features", "databases", "mysql", "traced-database", "export")
 
 
 def budget_rows(profile: Profile) -> list[str]:
@@ -223,6 +238,7 @@ def budget_rows(profile: Profile) -> list[str]:
         *LIVENESS_MEASURES,
         *FEATURE_MEASURES,
         *DATABASE_MEASURES,
+        *MYSQL_MEASURES,
         *TRACED_DATABASE_MEASURES,
         *(export_measure(rows) for rows in profile.export_rows),
         WALL_TIME,
@@ -234,6 +250,7 @@ def section_rows(section: str, profile: Profile) -> list[str]:
         "liveness": LIVENESS_MEASURES,
         "features": FEATURE_MEASURES,
         "databases": DATABASE_MEASURES,
+        "mysql": MYSQL_MEASURES,
         "traced-database": TRACED_DATABASE_MEASURES,
         "export": [export_measure(rows) for rows in profile.export_rows],
     }[section]
@@ -294,6 +311,7 @@ class Bench:
         self.workdir = workdir
         self.redis_url: str = os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL)
         self.postgres_url: str = os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+        self.mysql_url: str = os.environ.get("BENCH_MYSQL_URL", DEFAULT_MYSQL_URL)
         cpus = sorted(os.sched_getaffinity(0))
         pinned = len(cpus) >= 2 and shutil.which("taskset") is not None
         self.server_cpu = cpus[0] if pinned else None
@@ -612,6 +630,23 @@ class Bench:
         except (RuntimeError, subprocess.CalledProcessError) as error:
             self.record_failure(postgres_measures, error)
 
+    def mysql(self, paths: set[str]) -> None:
+        """The MySQL read, list page and create against raw asyncmy; raw aiomysql beside it."""
+        if not products.has_item_route(paths):
+            reason = f"{products.NOT_AVAILABLE} (no {products.COLLECTION}/{{id}} in /openapi.json)"
+            for measure in MYSQL_MEASURES:
+                self.record(missing_row(measure, reason))
+            return
+        if not _reachable(self.mysql_url, 3306):
+            for measure in MYSQL_MEASURES:
+                self.record(missing_row(measure, f"MySQL not reachable at {self.mysql_url}"))
+            return
+        mysql = self.build_more("mysql-no-cache", database="mysql", cache="none")
+        try:
+            self._mysql_routes(mysql)
+        except (RuntimeError, subprocess.CalledProcessError) as error:
+            self.record_failure(MYSQL_MEASURES, error)
+
     def _sqlite_reads(self, project: Project) -> None:
         databases = {name: self.workdir / f"{name}.sqlite3" for name in ("generated", "raw")}
         documented = project.example_setting("APP_DATABASE_URL")
@@ -684,6 +719,63 @@ class Bench:
             self.record_ratio(
                 POSTGRES_CREATE_VS_RAW, writes[POSTGRES_CREATE], writes[RAW_POSTGRES_CREATE]
             )
+
+    def _mysql_routes(self, project: Project) -> None:
+        # The other driver, for its baseline only: the render itself runs on asyncmy.
+        uv = shutil.which("uv") or "uv"
+        install = [uv, "pip", "install", "--quiet", "--python", str(project.python), "aiomysql"]
+        subprocess.run(install, check=True, capture_output=True, env=clean_env(), timeout=300)
+        with ExitStack() as stack:
+            urls = {
+                name: stack.enter_context(
+                    products.throwaway_database(project, self.mysql_url, name, "mysql+asyncmy")
+                )
+                for name in ("generated", "raw")
+            }
+            for url in urls.values():
+                products.migrate(project, url)
+                seed_products(project.path, PACKAGE, SEEDED_PRODUCTS, url)
+            generated = stack.enter_context(
+                self.generated(MYSQL_READ, project, APP_DATABASE_URL=urls["generated"])
+            )
+            raw = stack.enter_context(
+                self.reference(
+                    RAW_ASYNCMY_READ, project, "raw_db:app", BENCH_DATABASE_URL=urls["raw"]
+                )
+            )
+            aiomysql_url = urls["raw"].replace("mysql+asyncmy://", "mysql+aiomysql://", 1)
+            other_driver = stack.enter_context(
+                self.reference(
+                    RAW_AIOMYSQL_READ, project, "raw_db:app", BENCH_DATABASE_URL=aiomysql_url
+                )
+            )
+            one = products.same_answer(generated, raw, f"{products.COLLECTION}/1")
+            products.same_answer(generated, other_driver, one)
+            page = products.same_answer(generated, raw, f"{products.COLLECTION}?page=2&size=20")
+            runs = self.rounds(
+                [
+                    Contender(MYSQL_READ, generated, one),
+                    Contender(RAW_ASYNCMY_READ, raw, one),
+                    Contender(RAW_AIOMYSQL_READ, other_driver, one),
+                    Contender(MYSQL_LIST, generated, page),
+                    Contender(RAW_MYSQL_LIST, raw, page),
+                ]
+            )
+            self.record_ratio(
+                MYSQL_VS_RAW, runs[MYSQL_READ], runs[RAW_ASYNCMY_READ], MYSQL_READ_BUDGET
+            )
+            self.record_ratio(AIOMYSQL_VS_ASYNCMY, runs[RAW_AIOMYSQL_READ], runs[RAW_ASYNCMY_READ])
+            self.record_ratio(MYSQL_LIST_VS_RAW, runs[MYSQL_LIST], runs[RAW_MYSQL_LIST])
+            if not self.load.can_run(POST_PRODUCTS_SCRIPT):
+                self.record(missing_row(MYSQL_CREATE_VS_RAW, "POSTs need wrk"))
+                return
+            writes = self.rounds(
+                [
+                    Contender(MYSQL_CREATE, generated, products.COLLECTION, POST_PRODUCTS_SCRIPT),
+                    Contender(RAW_MYSQL_CREATE, raw, products.COLLECTION, POST_PRODUCTS_SCRIPT),
+                ]
+            )
+            self.record_ratio(MYSQL_CREATE_VS_RAW, writes[MYSQL_CREATE], writes[RAW_MYSQL_CREATE])
 
     def export_memory(self, default: Project, paths: set[str]) -> None:
         # The budget is set at the full run's largest export; a smoke run's exports are too small.
@@ -804,6 +896,8 @@ class Bench:
             self.features(default, uvicorn, paths)
         if "databases" in self.sections:
             self.databases(paths)
+        if "mysql" in self.sections:
+            self.mysql(paths)
         if "traced-database" in self.sections:
             self.traced_database(paths)
         if "export" in self.sections:

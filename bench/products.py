@@ -121,10 +121,13 @@ def asyncpg_url(url: str) -> str:
 
 
 @contextmanager
-def throwaway_database(project: Project, server: str, name: str) -> Iterator[str]:
-    """A new database on the PostgreSQL `server`, dropped afterwards; yields its URL."""
+def throwaway_database(
+    project: Project, server: str, name: str, scheme: str = "postgresql"
+) -> Iterator[str]:
+    """A new database on the PostgreSQL or MySQL `server`, dropped afterwards; yields its URL
+    under `scheme`."""
     with harness.throwaway_database(project.path, server, f"bench_{name}") as database:
-        yield harness.database_url(server, database, scheme="postgresql")
+        yield harness.database_url(server, database, scheme=scheme)
 
 
 TIMESTAMP = re.compile(rb'"(created|updated)_at":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z"')

@@ -74,7 +74,7 @@ def seed_products(project: Path, package: str, total: int, database_url: str) ->
 def database_url(
     server: str, database: str, *, scheme: str = "postgresql+asyncpg", address: str = ""
 ) -> str:
-    """The URL of `database` on the PostgreSQL `server` (a URL), with the server's credentials,
+    """The URL of `database` on the PostgreSQL or MySQL `server` (a URL), with its credentials,
     under `scheme`, at `address` (`host:port`, a proxy's say) or else the server's own."""
     credentials, _, server_address = urlsplit(server).netloc.rpartition("@")
     at = f"{credentials}@" if credentials else ""
@@ -93,18 +93,38 @@ async def main():
 
 asyncio.run(main())
 """
+# The same on MySQL or MariaDB, with a MySQL render's driver.
+EXECUTE_MYSQL = """
+import asyncio, sys
+from urllib.parse import urlsplit
+import asyncmy
+
+async def main():
+    server = urlsplit(sys.argv[1])
+    connection = await asyncmy.connect(
+        host=server.hostname, port=server.port or 3306, user=server.username,
+        password=server.password or "", autocommit=True, connect_timeout=10,
+    )
+    async with connection.cursor() as cursor:
+        await cursor.execute(sys.argv[2])
+    connection.close()
+
+asyncio.run(main())
+"""
 
 
 @contextmanager
 def throwaway_database(project: Path, server: str, prefix: str = "faults") -> Iterator[str]:
-    """A new database on the PostgreSQL `server` (a URL), dropped afterwards; yields its name.
-    `project` is a PostgreSQL render: its interpreter runs the statements."""
+    """A new database on the PostgreSQL or MySQL `server` (a URL), dropped afterwards; yields
+    its name. `project` is a render for that server: its interpreter runs the statements."""
     name = f"{prefix}_{uuid4().hex}"
     python = project / ".venv" / "bin" / "python"
+    mysql = server.startswith("mysql")
+    script = EXECUTE_MYSQL if mysql else EXECUTE_SQL
 
     def execute(statement: str) -> None:
         subprocess.run(
-            [python, "-c", EXECUTE_SQL, server, statement],
+            [python, "-c", script, server, statement],
             cwd=project,
             env=clean_env(),
             check=True,
@@ -112,8 +132,11 @@ def throwaway_database(project: Path, server: str, prefix: str = "faults") -> It
             timeout=60,
         )
 
-    execute(f'CREATE DATABASE "{name}"')
+    if mysql:
+        execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    else:
+        execute(f'CREATE DATABASE "{name}"')
     try:
         yield name
     finally:
-        execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        execute(f"DROP DATABASE `{name}`" if mysql else f'DROP DATABASE "{name}" WITH (FORCE)')

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import Projects
 from support import RedisServer, ServiceProcess, TcpProxy, Variant
-from variants import POSTGRES_MEMORY
+from variants import MYSQL_REDIS, POSTGRES_MEMORY
 
 from harness import database_url, throwaway_database
 
@@ -99,6 +99,59 @@ def postgres_database(projects: Projects, postgres_server: str) -> Iterator[Post
 def database_proxy(postgres_server: str) -> Iterator[TcpProxy]:
     address = urlsplit(postgres_server)
     proxy = TcpProxy((address.hostname or "127.0.0.1", address.port or 5432))
+    proxy.start()
+    yield proxy
+    proxy.close()
+
+
+def mysql_service(projects: Projects, tmp_path: Path, url: str, **env: str) -> ServiceProcess:
+    """The MySQL render started on the database at `url`, logging JSON, its cache in process:
+    development migrates a new database on start."""
+    return json_logging_service(
+        projects,
+        MYSQL_REDIS,
+        tmp_path,
+        APP_ENVIRONMENT="development",
+        APP_DATABASE_URL=url,
+        **env,
+    )
+
+
+@pytest.fixture
+def mysql_server() -> str:
+    server = os.environ.get("TEST_MYSQL_URL")
+    if not server:
+        pytest.skip("TEST_MYSQL_URL is not set: the fault tests on MySQL need it")
+    return server
+
+
+@dataclass(frozen=True)
+class MysqlDatabase:
+    """A database of the test's own, `name`, on the MySQL or MariaDB `server` (a URL)."""
+
+    server: str
+    name: str
+
+    def url(self) -> str:
+        return database_url(self.server, self.name, scheme="mysql+asyncmy")
+
+    def url_through(self, proxy: TcpProxy) -> str:
+        """Its URL for the service, reached through `proxy`."""
+        address = f"127.0.0.1:{proxy.port}"
+        return database_url(self.server, self.name, scheme="mysql+asyncmy", address=address)
+
+
+@pytest.fixture
+def mysql_database(projects: Projects, mysql_server: str) -> Iterator[MysqlDatabase]:
+    """A new database on the MySQL server for the test alone, dropped afterwards."""
+    with throwaway_database(projects.installed(MYSQL_REDIS), mysql_server) as name:
+        yield MysqlDatabase(mysql_server, name)
+
+
+@pytest.fixture
+def mysql_proxy(mysql_server: str) -> Iterator[TcpProxy]:
+    address = urlsplit(mysql_server)
+    proxy = TcpProxy((address.hostname or "127.0.0.1", address.port or 3306))
     proxy.start()
     yield proxy
     proxy.close()

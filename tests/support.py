@@ -63,6 +63,8 @@ class Variant:
         names = []
         if self.answers.get("database") == "postgresql":
             names.append("TEST_POSTGRES_URL")
+        if self.answers.get("database") == "mysql":
+            names.append("TEST_MYSQL_URL")
         redis_users = (self.answers.get(q) for q in ("rate_limit", "jobs"))
         if self.answers.get("cache") == "redis" or any(v is True for v in redis_users):
             names.append("TEST_REDIS_URL")

@@ -67,8 +67,8 @@ def test_template_workflow_runs_every_variant_on_every_python_with_services() ->
     assert sorted(group["select"] for group in matrix["group"]) == ["not pw", "pw"]
     assert all(v.id.startswith("pw") for v in PAIRWISE)
     assert not any("pw" in v.id for v in PRESETS)
-    assert set(job["services"]) == {"postgres", "redis"}
-    assert {"TEST_POSTGRES_URL", "TEST_REDIS_URL"} <= set(workflow["env"])
+    assert set(job["services"]) == {"postgres", "mariadb", "redis"}
+    assert {"TEST_POSTGRES_URL", "TEST_MYSQL_URL", "TEST_REDIS_URL"} <= set(workflow["env"])
     checkout = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout"))
     assert checkout["with"]["fetch-depth"] == 0
     assert workflow["concurrency"]["cancel-in-progress"] is True
@@ -101,10 +101,12 @@ def test_github_ci_is_valid_and_runs_every_check(projects: Projects, variant: Va
     assert ci["concurrency"]["cancel-in-progress"] is True
     expected = {
         "postgres": answers["database"] == "postgresql",
+        "mariadb": answers["database"] == "mysql",
         "redis": answers["cache"] == "redis" or bool(answers["jobs"]),
     }
     assert set(tests.get("services", {})) == {name for name, on in expected.items() if on}
     assert ("TEST_POSTGRES_URL" in tests["env"]) is expected["postgres"]
+    assert ("TEST_MYSQL_URL" in tests["env"]) is expected["mariadb"]
     assert ("TEST_REDIS_URL" in tests["env"]) is expected["redis"]
 
     update = load(workflows / "template-update.yml")
@@ -131,11 +133,13 @@ def test_gitlab_ci_is_valid_and_runs_every_check(projects: Projects, variant: Va
     services = [service["name"].split(":")[0] for service in pytest_job.get("services", [])]
     expected = {
         "postgres": answers["database"] == "postgresql",
+        "mariadb": answers["database"] == "mysql",
         "redis": answers["cache"] == "redis" or bool(answers["jobs"]),
     }
     assert services == [name for name, on in expected.items() if on]
     variables = pytest_job.get("variables", {})
     assert ("TEST_POSTGRES_URL" in variables) is expected["postgres"]
+    assert ("TEST_MYSQL_URL" in variables) is expected["mariadb"]
     assert ("TEST_REDIS_URL" in variables) is expected["redis"]
 
     update = jobs["template-update"]

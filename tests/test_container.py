@@ -51,6 +51,8 @@ from docker_engine import (
 )
 from support import Variant, free_port
 
+from harness import EXECUTE_MYSQL
+
 # Measured on this project's development machine: 219 MB (SQLite, memory cache) and 237 MB
 # (PostgreSQL, Redis) on the 145 MB stand-in base, of which the service's own layers (the virtual
 # environment, the user, alembic.ini) 75 and 93 MB. The official base is about as large.
@@ -70,6 +72,7 @@ VARIANTS = [
     container_variant("docker", "sqlite", "memory"),
     container_variant("docker", "postgresql", "redis"),
     container_variant("kubernetes", "postgresql", "redis"),
+    container_variant("kubernetes", "mysql", "memory"),
 ]
 # One xdist group: the builds share one engine, one base image and their cached layers.
 GROUP = pytest.mark.xdist_group("container")
@@ -333,13 +336,13 @@ def deployed(
     compose_environment = load(project / "compose.yaml")["services"]["app"]["environment"]
     values = {"APP_SECRET_KEY": secrets.token_urlsafe(48)}
     overrides = {"APP_PORT": str(free_port()), "APP_CACHE_PREFIX": f"container-{uuid4().hex}"}
-    database = f"container_{uuid4().hex[:12]}" if "TEST_POSTGRES_URL" in servers else None
+    server = servers.get("TEST_POSTGRES_URL") or servers.get("TEST_MYSQL_URL")
+    database = f"container_{uuid4().hex[:12]}" if server else None
     volume = f"{variant.id}-{uuid4().hex[:8]}" if variant.answers["database"] == "sqlite" else None
-    if database:
+    if server and database:
         driver = urlsplit(compose_environment["APP_DATABASE_URL"]).scheme
-        netloc = urlsplit(servers["TEST_POSTGRES_URL"]).netloc
-        overrides["APP_DATABASE_URL"] = f"{driver}://{netloc}/{database}"
-        execute_sql(docker, image, servers["TEST_POSTGRES_URL"], f'CREATE DATABASE "{database}"')
+        overrides["APP_DATABASE_URL"] = f"{driver}://{urlsplit(server).netloc}/{database}"
+        execute_sql(docker, image, server, create_database(server, database))
     if "TEST_REDIS_URL" in servers:
         scheme = urlsplit(compose_environment["APP_REDIS_URL"]).scheme
         netloc = urlsplit(servers["TEST_REDIS_URL"]).netloc
@@ -354,21 +357,22 @@ def deployed(
             migration = kubernetes_spec(project, "migration-job.yaml", secret, volume)
             service = kubernetes_spec(project, "deployment.yaml", secret, volume)
         else:
-            variables = {**values, "POSTGRES_PASSWORD": "unused: the test server has its own"}
+            unused = "unused: the test server has its own"
+            variables = {**values, "POSTGRES_PASSWORD": unused, "MARIADB_PASSWORD": unused}
             migration = compose_spec(project, "migrate", variables, volume)
             service = compose_spec(project, "app", variables, volume)
         yield Deployment(
             with_overrides(migration, overrides), with_overrides(service, overrides), volume
         )
     finally:
-        if database:
-            drop = f'DROP DATABASE "{database}" WITH (FORCE)'
-            execute_sql(docker, image, servers["TEST_POSTGRES_URL"], drop)
+        if server and database:
+            execute_sql(docker, image, server, drop_database(server, database))
         if volume:
             docker.run("volume", "rm", "--force", volume, check=False)
 
 
-# The image's own PostgreSQL driver creates and drops the throw-away database.
+# The image's own PostgreSQL driver creates and drops the throw-away database (MySQL's: the
+# harness's EXECUTE_MYSQL).
 EXECUTE_SQL = """
 import asyncio, sys
 import asyncpg
@@ -382,10 +386,22 @@ asyncio.run(main())
 """
 
 
+def create_database(server: str, name: str) -> str:
+    if server.startswith("mysql"):
+        return f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"
+    return f'CREATE DATABASE "{name}"'
+
+
+def drop_database(server: str, name: str) -> str:
+    if server.startswith("mysql"):
+        return f"DROP DATABASE `{name}`"
+    return f'DROP DATABASE "{name}" WITH (FORCE)'
+
+
 def execute_sql(docker: Docker, image: str, server: str, statement: str) -> None:
-    docker.run(
-        "run", "--rm", "--network", "host", image, "python", "-c", EXECUTE_SQL, server, statement
-    )
+    """The image's own database driver creates and drops the throw-away database."""
+    script = EXECUTE_MYSQL if server.startswith("mysql") else EXECUTE_SQL
+    docker.run("run", "--rm", "--network", "host", image, "python", "-c", script, server, statement)
 
 
 def probe_paths(project: Path, variant: Variant) -> set[str]:

@@ -35,13 +35,14 @@ def deployment_variant(deployment: str, database: str, cache: str, jobs: bool = 
 # The database and whether Redis runs are the answers that change the Docker files.
 DOCKER = [
     deployment_variant("docker", database, cache)
-    for database in ("none", "sqlite", "postgresql")
+    for database in ("none", "sqlite", "postgresql", "mysql")
     for cache in ("memory", "redis")
 ] + [deployment_variant("docker", "sqlite", "memory", jobs=True)]
 KUBERNETES = [
     deployment_variant("kubernetes", "none", "none"),
     deployment_variant("kubernetes", "sqlite", "memory"),
     deployment_variant("kubernetes", "postgresql", "redis"),
+    deployment_variant("kubernetes", "mysql", "none"),
     deployment_variant("kubernetes", "sqlite", "memory", jobs=True),
     deployment_variant("kubernetes", "postgresql", "none", jobs=True),
     Variant("deploy-kubernetes-stdlib-logging", {"deployment": "kubernetes", "logging": "stdlib"}),
@@ -172,6 +173,7 @@ def test_compose_starts_backing_services_healthy_and_migrated_first(
     expected = {"app"}
     expected |= {"migrate"} if database != "none" else set()
     expected |= {"postgres"} if database == "postgresql" else set()
+    expected |= {"mariadb"} if database == "mysql" else set()
     expected |= {"redis"} if cache == "redis" else set()
     expected |= {"otel-collector"} if answer(variant, "tracing") else set()
     expected |= {"worker", "broker"} if answer(variant, "jobs") else set()
@@ -184,11 +186,13 @@ def test_compose_starts_backing_services_healthy_and_migrated_first(
     assert ("OTEL_EXPORTER_OTLP_ENDPOINT" in environment) == bool(answer(variant, "tracing"))
     if database == "postgresql":
         assert environment["APP_DATABASE_URL"].startswith("postgresql+asyncpg://")
+    if database == "mysql":
+        assert environment["APP_DATABASE_URL"].startswith("mysql+asyncmy://")
     if database == "sqlite":
         assert environment["APP_DATABASE_URL"].startswith("sqlite+aiosqlite:////data/")
 
     depends_on = services["app"].get("depends_on", {})
-    for backing in expected & {"postgres", "redis", "broker"}:
+    for backing in expected & {"postgres", "mariadb", "redis", "broker"}:
         assert services[backing]["healthcheck"]["test"]
         assert depends_on[backing] == {"condition": "service_healthy"}
     if database != "none":
@@ -223,6 +227,9 @@ def test_no_secret_literal_in_deployment_files(projects: Projects, variant: Vari
     if "postgres" in services:
         password = services["postgres"]["environment"]["POSTGRES_PASSWORD"]
         assert password.startswith("${POSTGRES_PASSWORD:?")
+    if "mariadb" in services:
+        password = services["mariadb"]["environment"]["MARIADB_PASSWORD"]
+        assert password.startswith("${MARIADB_PASSWORD:?")
     secret_template = kubernetes_dir(project) / "base" / "secret.example.yaml"
     if secret_template.exists():
         assert set(load(secret_template)["stringData"].values()) == {""}
@@ -331,7 +338,7 @@ def test_replicas_scale_out_on_cpu_unless_sqlite_pins_one(
     assert hpa["minReplicas"] >= 2
     assert hpa["metrics"][0]["resource"]["name"] == "cpu"
     job = base / "migration-job.yaml"
-    assert job.exists() == (database == "postgresql")
+    assert job.exists() == (database in ("postgresql", "mysql"))
     if job.exists():
         [container] = load(job)["spec"]["template"]["spec"]["containers"]
         assert container["command"] == ["alembic", "upgrade", "head"]

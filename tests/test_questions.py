@@ -57,7 +57,7 @@ def copier_copy(destination: Path, *answers: str) -> subprocess.CompletedProcess
         ("description=two\u2028lines", "one line"),
         ("description=" + "x" * 201, "at most 200 characters"),
         ("python_version=3.9", "Invalid choice for 'python_version'"),
-        ("database=mysql", "Invalid choice for 'database'"),
+        ("database=oracle", "Invalid choice for 'database'"),
         ("cache=memcached", "Invalid choice for 'cache'"),
         ("logging=loguru", "Invalid choice for 'logging'"),
         ("auth=basic", "Invalid choice for 'auth'"),

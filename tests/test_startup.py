@@ -15,7 +15,7 @@ import httpx
 import pytest
 from conftest import Projects
 from support import ServiceProcess, TcpProxy, Variant, clean_env
-from variants import ERROR_REPORTING, FULL, POSTGRES_MEMORY, RATE_LIMIT
+from variants import ERROR_REPORTING, FULL, MYSQL_REDIS, POSTGRES_MEMORY, RATE_LIMIT
 
 from harness import database_url
 
@@ -44,16 +44,26 @@ def start_and_wait_for_exit(project: Path, package: str, **env: str) -> tuple[in
     return result.returncode, result.stdout + result.stderr
 
 
-def wrong_database_urls(server: str) -> dict[str, str]:
+# Each database server: the variable naming it, the service's URL scheme, and one whose driver
+# the service does not install.
+DATABASE_SERVERS = {
+    "postgresql": ("TEST_POSTGRES_URL", "postgresql+asyncpg", "postgresql+psycopg"),
+    "mysql": ("TEST_MYSQL_URL", "mysql+asyncmy", "mysql+aiomysql"),
+}
+
+
+def wrong_database_urls(server: str, scheme: str, missing_driver: str) -> dict[str, str]:
     address = urlsplit(server)
     return {
-        "unknown database": database_url(server, "no_such_database_here"),
+        "unknown database": database_url(server, "no_such_database_here", scheme=scheme),
         "refused credentials": (
-            f"postgresql+asyncpg://no_such_role:{SECRET}@{address.hostname}:{address.port}/test"
+            f"{scheme}://no_such_role:{SECRET}@{address.hostname}:{address.port}/test"
         ),
-        "unresolvable host": database_url(server, "test", address="no-such-host.invalid:5432"),
+        "unresolvable host": database_url(
+            server, "test", scheme=scheme, address=f"no-such-host.invalid:{address.port}"
+        ),
         "malformed URL": "postgres is over there",
-        "driver not installed": database_url(server, "test", scheme="postgresql+psycopg"),
+        "driver not installed": database_url(server, "test", scheme=missing_driver),
     }
 
 
@@ -85,17 +95,17 @@ def check_one_line_exits(
 
 @pytest.mark.parametrize(
     "variant",
-    [v.param() for v in (FULL, POSTGRES_MEMORY)],
+    [v.param() for v in (FULL, POSTGRES_MEMORY, MYSQL_REDIS)],
 )
 def test_a_wrong_database_url_stops_start_up_with_one_line(
     projects: Projects, variant: Variant
 ) -> None:
-    server = server_url("TEST_POSTGRES_URL")
+    variable, scheme, missing_driver = DATABASE_SERVERS[str(variant.answers["database"])]
+    server = server_url(variable)
     project = projects.installed(variant)
     redis = {"APP_REDIS_URL": os.environ.get("TEST_REDIS_URL", "")}
-    report = check_one_line_exits(
-        project, variant, "APP_DATABASE_URL", wrong_database_urls(server), **redis
-    )
+    urls = wrong_database_urls(server, scheme, missing_driver)
+    report = check_one_line_exits(project, variant, "APP_DATABASE_URL", urls, **redis)
     print(f"\n{variant.id} ({variant.answers.get('server', 'granian')}):", *report, sep="\n  ")
 
 

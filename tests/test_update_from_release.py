@@ -144,9 +144,11 @@ def pairwise_row(predicate: Callable[[Mapping[str, object]], bool]) -> Variant:
     )
 
 
-# PostgreSQL with Redis as the jobs' broker and the rate limit's store; a Redis cache with the
-# standard library's logging.
-PG_REDIS_ROW = pairwise_row(lambda a: a["database"] == "postgresql" and a["jobs"] is True)
+# PostgreSQL with Redis, as the jobs' broker or the rate limit's store (which the pairwise rows
+# pair with PostgreSQL moves with the matrix); a Redis cache with the standard library's logging.
+PG_REDIS_ROW = pairwise_row(
+    lambda a: a["database"] == "postgresql" and (a["jobs"] is True or a["rate_limit"] is True)
+)
 REDIS_CACHE_ROW = pairwise_row(lambda a: a["cache"] == "redis" and a["logging"] == "stdlib")
 VARIANTS = [DEFAULT, MINIMAL, FULL, PG_REDIS_ROW, REDIS_CACHE_ROW]
 

@@ -40,7 +40,7 @@ PAIRWISE_QUESTIONS = (
 SHORT_NAMES: dict[str, dict[object, str]] = {
     "python_version": {"3.11": "py311", "3.12": "py312", "3.13": "py313"},
     "server": {"granian": "granian", "uvicorn": "uvicorn"},
-    "database": {"none": "nodb", "sqlite": "sqlite", "postgresql": "pg"},
+    "database": {"none": "nodb", "sqlite": "sqlite", "postgresql": "pg", "mysql": "mysql"},
     "cache": {"none": "nocache", "memory": "memcache", "redis": "redis"},
     "logging": {"structlog": "structlog", "stdlib": "stdlib"},
     "auth": {"none": "noauth", "jwt": "jwt", "oidc": "oidc"},
@@ -76,6 +76,8 @@ STDLIB_LOGGING = Variant("stdlib-logging", {"logging": "stdlib"})
 POSTGRES_MEMORY = Variant(
     "postgresql-memory", {"database": "postgresql", "cache": "memory", "server": "uvicorn"}
 )
+# MySQL (tested on MariaDB) with Redis: its fault, start-up and container tests run on it.
+MYSQL_REDIS = Variant("mysql-redis", {"database": "mysql", "cache": "redis"})
 SQLITE_REDIS = Variant("sqlite-redis", {"database": "sqlite", "cache": "redis"})
 METRICS = Variant("metrics", {"metrics": True})
 # The rate limit's runtime test starts it with two workers sharing Redis.
@@ -131,6 +133,7 @@ PRESETS = [
     MINIMAL,
     FULL,
     POSTGRES_MEMORY,
+    MYSQL_REDIS,
     SQLITE_REDIS,
     METRICS,
     RATE_LIMIT,

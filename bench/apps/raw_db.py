@@ -1,10 +1,10 @@
 """The database baselines: FastAPI with the products routes written by hand on the driver.
 
-What a careful engineer would write without the template: a pool of the driver's own (asyncpg)
-or one shared connection (aiosqlite), one query per route, the JSON built by hand. The routes
-answer the same bytes as the generated service's (the benchmark checks), on the table its
-migrations create (prices in cents, timestamps in UTC). `BENCH_DATABASE_URL` names the database:
-`postgresql://...` or `sqlite:///path`.
+What a careful engineer would write without the template: a pool of the driver's own (asyncpg,
+asyncmy, aiomysql) or one shared connection (aiosqlite), one query per route, the JSON built by
+hand. The routes answer the same bytes as the generated service's (the benchmark checks), on the
+table its migrations create (prices in cents, timestamps in UTC). `BENCH_DATABASE_URL` names the
+database: `postgresql://...`, `mysql+asyncmy://...`, `mysql+aiomysql://...` or `sqlite:///path`.
 
 Run with a rendered project's interpreter (it has FastAPI and both drivers' dependencies):
 `python serve.py raw_db:app`.
@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Query, Response
 from pydantic import BaseModel
@@ -37,6 +38,8 @@ class ProductIn(BaseModel):
 def _timestamp(value: datetime | str) -> str:
     if isinstance(value, str):  # SQLite: "YYYY-MM-DD HH:MM:SS.ffffff", in UTC
         value = datetime.fromisoformat(value).replace(tzinfo=UTC)
+    if value.tzinfo is None:  # MySQL: a DATETIME, in UTC
+        value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -92,6 +95,11 @@ async def open_store(url: str) -> AsyncIterator[Store]:
             await pool.close()
         return
 
+    if url.startswith("mysql"):
+        async with open_mysql_store(url) as mysql_store:
+            yield mysql_store
+        return
+
     import aiosqlite
 
     connection = await aiosqlite.connect(url.split(":///", 1)[1])
@@ -117,6 +125,73 @@ async def open_store(url: str) -> AsyncIterator[Store]:
         yield store
     finally:
         await connection.close()
+
+
+@asynccontextmanager
+async def open_mysql_store(url: str) -> AsyncIterator[Store]:
+    """A pool of asyncmy or aiomysql (the URL's driver), autocommit, the session in UTC."""
+    server = urlsplit(url)
+    options: dict[str, Any] = {
+        "host": server.hostname,
+        "port": server.port or 3306,
+        "user": server.username,
+        "password": server.password or "",
+        "minsize": 2,
+        "maxsize": 10,
+        "autocommit": True,
+        "charset": "utf8mb4",
+        "init_command": "SET time_zone = '+00:00'",
+    }
+    if url.startswith("mysql+aiomysql"):
+        import aiomysql
+
+        pool = await aiomysql.create_pool(db=server.path.lstrip("/"), **options)
+    else:
+        import asyncmy
+
+        pool = await asyncmy.create_pool(database=server.path.lstrip("/"), **options)
+
+    async def fetch_one(query: str, args: Sequence[Any]) -> Sequence[Any] | None:
+        async with pool.acquire() as connection, connection.cursor() as cursor:
+            await cursor.execute(query, args)
+            row: Sequence[Any] | None = await cursor.fetchone()
+            return row
+
+    async def fetch_all(query: str, args: Sequence[Any]) -> list[Sequence[Any]]:
+        async with pool.acquire() as connection, connection.cursor() as cursor:
+            await cursor.execute(query, args)
+            return list(await cursor.fetchall())
+
+    async def write_one(query: str, args: Sequence[Any]) -> Sequence[Any] | None:
+        # MySQL returns no row from an INSERT: the new id, then the row read back.
+        insert, _, columns = query.partition(" RETURNING ")
+        async with pool.acquire() as connection, connection.cursor() as cursor:
+            await cursor.execute(insert, args)
+            await cursor.execute(
+                f"SELECT {columns} FROM products WHERE id = %s", (cursor.lastrowid,)
+            )
+            row: Sequence[Any] | None = await cursor.fetchone()
+            return row
+
+    store = Store()
+    store.fetch_one = fetch_one
+    store.fetch_all = fetch_all
+    store.write_one = write_one
+    store.placeholders = lambda count: ["%s"] * count
+    try:
+        yield store
+    finally:
+        pool.close()
+        await pool.wait_closed()
+
+
+def stored_time(url: str, now: datetime) -> datetime | str:
+    """`now` as each driver takes it: aware (asyncpg), naive UTC (MySQL), text (SQLite)."""
+    if url.startswith("postgresql"):
+        return now
+    if url.startswith("mysql"):
+        return now.replace(tzinfo=None)
+    return now.replace(tzinfo=None).isoformat(" ")
 
 
 def build(url: str) -> FastAPI:
@@ -173,8 +248,8 @@ def build(url: str) -> FastAPI:
             int(payload.price * 100),
             payload.category_id,
             payload.sku,
-            now if url.startswith("postgresql") else now.replace(tzinfo=None).isoformat(" "),
-            now if url.startswith("postgresql") else now.replace(tzinfo=None).isoformat(" "),
+            stored_time(url, now),
+            stored_time(url, now),
         ]
         row = await store.write_one(
             "INSERT INTO products (name, description, price, category_id, sku, created_at, "
