@@ -187,7 +187,8 @@ def test_console_exporter_prints_the_spans_without_a_collector(
     assert "Traceback" not in output
     assert '"name": "GET /api/v1/products/{product_id}"' in output
     assert f'"trace_id": "0x{TRACE_ID}"' in output
-    assert "span export to" not in output and "not exported" not in output
+    assert "span export to" not in output
+    assert "not exported" not in output
 
 
 def test_hung_collector_delays_no_request_and_shutdown_ends_within_the_graceful_timeout(
