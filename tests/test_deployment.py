@@ -175,7 +175,7 @@ def test_compose_starts_backing_services_healthy_and_migrated_first(
     expected |= {"postgres"} if database == "postgresql" else set()
     expected |= {"mariadb"} if database == "mysql" else set()
     expected |= {"redis"} if cache == "redis" else set()
-    expected |= {"otel-collector"} if answer(variant, "tracing") else set()
+    expected |= {"otel-collector", "jaeger"} if answer(variant, "tracing") else set()
     expected |= {"worker", "broker"} if answer(variant, "jobs") else set()
     assert set(services) == expected
 
@@ -398,6 +398,27 @@ def test_compose_collector_receives_otlp_http_where_the_service_sends_it(
     assert app["depends_on"]["otel-collector"] == {"condition": "service_started"}
     graceful = int(app["environment"]["APP_GRACEFUL_TIMEOUT"])
     assert int(app["stop_grace_period"].rstrip("s")) > 2 * graceful
+
+
+@with_tracing
+def test_compose_shows_the_traces_in_a_viewer_on_this_machine(
+    projects: Projects, variant: Variant
+) -> None:
+    """The collector passes the traces to Jaeger over OTLP/HTTP, whose UI compose publishes on
+    loopback; the README names the address. No image can be pulled here: the wiring is checked."""
+    project = projects.rendered(variant)
+    services = load(project / "compose.yaml")["services"]
+    jaeger = services["jaeger"]
+    assert jaeger["image"].startswith("jaegertracing/jaeger:2.")
+    assert jaeger["ports"] == ["127.0.0.1:16686:16686"]
+    # Jaeger's OTLP/HTTP receiver listens beyond its own container, where the collector sends.
+    [receiver] = [arg for arg in jaeger["command"] if arg.startswith("receivers.otlp.")]
+    assert receiver == "receivers.otlp.protocols.http.endpoint=0.0.0.0:4318"
+    config = load(project / "otel-collector.yaml")
+    assert config["exporters"]["otlphttp/jaeger"] == {"endpoint": "http://jaeger:4318"}
+    assert "otlphttp/jaeger" in config["service"]["pipelines"]["traces"]["exporters"]
+    assert services["otel-collector"]["depends_on"]["jaeger"] == {"condition": "service_started"}
+    assert "http://127.0.0.1:16686" in (project / "README.md").read_text()
 
 
 @with_docker
