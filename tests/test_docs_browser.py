@@ -117,7 +117,8 @@ def test_cdn_docs_are_blank_offline_and_the_readme_says_so(
     assert image.startswith(PNG_SIGNATURE)
     assert len(image) < BLANK_PNG_BYTES, f"the screenshot is not blank: {screenshot}"
     readme = " ".join((project / "README.md").read_text().split())
-    docs_line = readme.split("The API docs are at http://127.0.0.1:8000/docs", 1)[1].split(". ", 1)[0]
+    docs_at = "The API docs are at http://127.0.0.1:8000/docs"
+    docs_line = readme.split(docs_at, 1)[1].split(". ", 1)[0]
     assert "without internet access they stay blank" in docs_line
     assert "`docs=self_hosted`" in docs_line
     print(f"\ncdn docs offline: a blank page ({len(image)} bytes of PNG)")
