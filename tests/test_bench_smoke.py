@@ -21,6 +21,7 @@ from bench.__main__ import (
     GENERATED,
     GENERATED_UVICORN,
     LIVENESS_MEASURES,
+    MYSQL_MEASURES,
     TRACED_DATABASE_MEASURES,
 )
 
@@ -28,6 +29,7 @@ MEASURES = [
     *LIVENESS_MEASURES,
     *FEATURE_MEASURES,
     *DATABASE_MEASURES,
+    *MYSQL_MEASURES,
     *TRACED_DATABASE_MEASURES,
     "CSV export peak RSS growth, 200 rows",
     "CSV export peak RSS growth, 1,000 rows",

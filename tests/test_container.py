@@ -58,6 +58,10 @@ from harness import EXECUTE_MYSQL
 # environment, the user, alembic.ini) 75 and 93 MB. The official base is about as large.
 IMAGE_BUDGET_MB = 260
 SERVICE_LAYERS_BUDGET_MB = 110
+# A driver's own weight on top: asyncmy's wheel unpacks to 36 MB of compiled modules (measured
+# with `uv pip install asyncmy`), the price of its speed and of its read timeout (see
+# the driver's line in extensions/context.py).
+DRIVER_ALLOWANCE_MB = {"mysql": 40}
 # A Redis database of the container tests' own; each test adds a key prefix of its own too.
 REDIS_DATABASE = 12
 PRODUCT = {"name": "Kettle", "price": "19.90", "category_id": 1, "sku": "KT-2048-001"}
@@ -439,6 +443,7 @@ def test_image_builds_cold_then_from_cache_within_the_size_budget(
     unchanged = images.build(variant, context)  # the image the later tests run
 
     runtime_base = list(bases)[-1]
+    allowance = DRIVER_ALLOWANCE_MB.get(str(variant.answers.get("database")), 0)
     size_mb = docker.image_size(tag) / 1e6
     service_mb = size_mb - docker.image_size(runtime_base) / 1e6
     print(
@@ -447,8 +452,8 @@ def test_image_builds_cold_then_from_cache_within_the_size_budget(
         f"(no layer cache; uv's download cache mount kept), after a README edit "
         f"{edited.seconds:.1f} s ({edited.cached_count()} steps cached), unchanged "
         f"{unchanged.seconds:.1f} s ({unchanged.cached_count()} cached); image {size_mb:.0f} MB "
-        f"(budget {IMAGE_BUDGET_MB}), of which the service's layers {service_mb:.0f} MB "
-        f"(budget {SERVICE_LAYERS_BUDGET_MB})"
+        f"(budget {IMAGE_BUDGET_MB + allowance}), of which the service's layers "
+        f"{service_mb:.0f} MB (budget {SERVICE_LAYERS_BUDGET_MB + allowance})"
     )
     assert not any(cold.steps.values()), cold.steps
     # The dependencies are their own layer: an edit outside pyproject.toml and uv.lock keeps it.
@@ -456,8 +461,8 @@ def test_image_builds_cold_then_from_cache_within_the_size_budget(
     assert edited.cached("--no-install-project")
     assert not edited.cached("--no-editable")
     assert all(unchanged.steps.values()), unchanged.steps
-    assert size_mb <= IMAGE_BUDGET_MB
-    assert service_mb <= SERVICE_LAYERS_BUDGET_MB
+    assert size_mb <= IMAGE_BUDGET_MB + allowance
+    assert service_mb <= SERVICE_LAYERS_BUDGET_MB + allowance
 
 
 @with_variants

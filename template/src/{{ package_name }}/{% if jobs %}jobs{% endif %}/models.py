@@ -6,6 +6,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, String, Text, Uuid
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..db import Base, UtcDateTime
@@ -20,6 +21,9 @@ class JobStatus(StrEnum):
 
 
 FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED)
+# A payload is a whole uploaded file: MySQL's TEXT holds 64 KB, its LONGTEXT what TEXT holds
+# elsewhere.
+PAYLOAD_TEXT = Text().with_variant(mysql.LONGTEXT(), "mysql")
 
 
 class Job(Base):
@@ -29,7 +33,7 @@ class Job(Base):
     kind: Mapped[str] = mapped_column(String(100))
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
     # The job's input; dropped once the job has finished.
-    payload: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[str | None] = mapped_column(PAYLOAD_TEXT)
     # How far the job got, committed with the work it covers: a rerun starts there.
     checkpoint: Mapped[int] = mapped_column(default=0)
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
