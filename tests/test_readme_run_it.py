@@ -96,13 +96,14 @@ def in_background(
         yield process
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
+            # What the README's Ctrl-C does: the whole group hears it (and `uv run` passes it on).
+            os.killpg(process.pid, signal.SIGINT)
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
-            pytest.fail(f"still running 60 s after SIGTERM:\n{block}\n{log.read_text()}")
+            pytest.fail(f"still running 60 s after Ctrl-C:\n{block}\n{log.read_text()}")
 
 
 def run_readme(clone: Path, tmp_path: Path) -> list[str]:
@@ -177,6 +178,7 @@ def test_readme_run_it_serves_a_fresh_clone_as_written(
                 pytest.skip(f"the README names the server at {address}; {variable} is not it")
     name = f"run-it-{uuid4().hex[:8]}"
     package = name.replace("-", "_")
+    started = time.monotonic()
     project = render(tmp_path / "renders", {"project_name": name, **answers})
     clone = fresh_clone(project, tmp_path / "clone")
     try:
@@ -187,5 +189,10 @@ def test_readme_run_it_serves_a_fresh_clone_as_written(
             subprocess.run([*drop, package], check=False, timeout=60)
         if needs_servers and (clone / ".venv").exists():
             forget_redis_keys(clone, [package, name])
+    took = time.monotonic() - started
     assert '"status":"healthy"' in "".join(outputs).replace(" ", "")
-    print(f"\nRun it ({len(outputs)} blocks) served a fresh clone of {name}")
+    if answers.get("jobs"):
+        # It ends with an authorised CSV import, run by the worker.
+        assert '"status":"succeeded"' in outputs[-1], outputs[-1]
+        assert '"created":1' in outputs[-1], outputs[-1]
+    print(f"\nRun it ({len(outputs)} blocks): render to last answer of {name} in {took:.0f} s")
