@@ -26,6 +26,14 @@ PROJECT_CHECKS = [
     "uv run pytest",
 ]
 CHECK_UPDATE = 'uvx --from "copier>=9.13,<10" copier check-update'
+MIGRATE = "uv run alembic upgrade head"
+ALEMBIC_CHECK = "uv run alembic check"
+# The CI database each answer migrates: a file for SQLite, the job's service otherwise.
+CI_DATABASE_URL_PREFIXES = {
+    "sqlite": "sqlite+aiosqlite:///./",
+    "postgresql": "postgresql+asyncpg://postgres@{host}:5432/test",
+    "mysql": "mysql+asyncmy://root@{host}:3306/test",
+}
 
 
 def validate(schema: str, *files: Path) -> None:
@@ -85,6 +93,37 @@ def ci_params(ci: str) -> list[object]:
     return [v.param() for v in VARIANTS if complete_answers(v.answers)["ci"] == ci]
 
 
+def assert_github_migrations_checked(steps: list[Mapping[str, Any]], database: str) -> None:
+    """With a database, the tests job migrates the CI database and then runs `alembic check` as
+    a step of its own, before the tests; without one, no step mentions alembic."""
+    runs = [str(step.get("run", "")) for step in steps]
+    if database == "none":
+        assert not any("alembic" in run for run in runs)
+        return
+    assert runs.index(MIGRATE) < runs.index(ALEMBIC_CHECK) < runs.index("uv run pytest")
+    prefix = CI_DATABASE_URL_PREFIXES[database].format(host="127.0.0.1")
+    for command in (MIGRATE, ALEMBIC_CHECK):
+        step = steps[runs.index(command)]
+        assert step["env"]["APP_DATABASE_URL"].startswith(prefix)
+
+
+def assert_gitlab_migrations_checked(script: list[str], database: str) -> None:
+    """The same for the pytest job's script: each alembic line names the CI database."""
+    if database == "none":
+        assert not any("alembic" in line for line in script)
+        return
+    prefix = CI_DATABASE_URL_PREFIXES[database].format(
+        host={"postgresql": "postgres", "mysql": "mariadb"}.get(database, "")
+    )
+    migrate, check = (
+        next(i for i, line in enumerate(script) if line.endswith(command))
+        for command in (MIGRATE, ALEMBIC_CHECK)
+    )
+    assert migrate < check < script.index("uv run pytest")
+    for line in (script[migrate], script[check]):
+        assert line.startswith(f"APP_DATABASE_URL={prefix}")
+
+
 @pytest.mark.parametrize("variant", ci_params("github"))
 def test_github_ci_is_valid_and_runs_every_check(projects: Projects, variant: Variant) -> None:
     answers = complete_answers(variant.answers)
@@ -108,6 +147,7 @@ def test_github_ci_is_valid_and_runs_every_check(projects: Projects, variant: Va
     assert ("TEST_POSTGRES_URL" in tests["env"]) is expected["postgres"]
     assert ("TEST_MYSQL_URL" in tests["env"]) is expected["mariadb"]
     assert ("TEST_REDIS_URL" in tests["env"]) is expected["redis"]
+    assert_github_migrations_checked(tests["steps"], str(answers["database"]))
 
     update = load(workflows / "template-update.yml")
     assert update["on"]["schedule"]
@@ -141,6 +181,7 @@ def test_gitlab_ci_is_valid_and_runs_every_check(projects: Projects, variant: Va
     assert ("TEST_POSTGRES_URL" in variables) is expected["postgres"]
     assert ("TEST_MYSQL_URL" in variables) is expected["mariadb"]
     assert ("TEST_REDIS_URL" in variables) is expected["redis"]
+    assert_gitlab_migrations_checked(pytest_job["script"], str(answers["database"]))
 
     update = jobs["template-update"]
     assert update["rules"] == [{"if": '$CI_PIPELINE_SOURCE == "schedule"'}]
