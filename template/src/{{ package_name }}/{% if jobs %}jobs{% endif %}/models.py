@@ -23,7 +23,7 @@ class JobStatus(StrEnum):
 FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED)
 # A payload is a whole uploaded file: MySQL's TEXT holds 64 KB, its LONGTEXT what TEXT holds
 # elsewhere.
-PAYLOAD_TEXT = Text().with_variant(mysql.LONGTEXT(), "mysql")
+PAYLOAD_TEXT = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
 
 class Job(Base):
