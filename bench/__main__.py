@@ -33,7 +33,7 @@ from . import products
 from .load import POST_PRODUCTS_SCRIPT, LoadGenerator
 from .otlp_sink import OtlpSink
 from .project import PACKAGE, Project, clean_env, render
-from .report import MIB, Report, Row, missing_row, ratio_row
+from .report import MIB, Report, Row, missing_row, p99_row, ratio_row
 from .rounds import Contender, Ratio, Runs, alternate
 from .server import Server
 
@@ -54,6 +54,9 @@ MYSQL_READ_BUDGET = 0.40
 TRACING_SAMPLED_BUDGET = 0.90
 # error_reporting=sentry, a DSN set and no error raised: what reporting costs every request.
 ERROR_REPORTING_BUDGET = 0.90
+# The tails at the profile's connections (more than the database pool holds): each p99 at most
+# this many times its baseline's, measured side by side.
+TAIL_BUDGET = 2.0
 WALL_BUDGET_SECONDS = 20 * 60
 # A database of its own on the shared Redis, so the benchmark never touches other users' keys.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -186,6 +189,9 @@ SAMPLED_POSTGRES_CPU = (
     "(off / traced)"
 )
 UNSAMPLED_POSTGRES_VS_OFF = "Tracing, always_off / off: PostgreSQL read by id"
+REDIS_VS_MEMORY_P99 = "p99: product read, Redis cache hit / memory cache hit"
+POSTGRES_LIST_VS_RAW_P99 = "p99: product list page (20), PostgreSQL / FastAPI + raw asyncpg"
+POSTGRES_VS_RAW_P99 = "p99: product read by id, PostgreSQL / FastAPI + raw asyncpg"
 WALL_TIME = "Whole benchmark wall time"
 
 # Each feature's measures, in table order: all are reported (a value, or why there is none).
@@ -228,8 +234,11 @@ TRACED_DATABASE_MEASURES = [
     SAMPLED_POSTGRES_CPU,
     UNSAMPLED_POSTGRES_VS_OFF,
 ]
+# Measured on the servers of the features and databases sections when those run; `--only tails`
+# serves just the servers these need.
+TAIL_MEASURES = [REDIS_VS_MEMORY_P99, POSTGRES_LIST_VS_RAW_P99, POSTGRES_VS_RAW_P99]
 # What `--only` can pick, and the measures each reports.
-SECTIONS = ("liveness", "features", "databases", "mysql", "traced-database", "export")
+SECTIONS = ("liveness", "features", "databases", "mysql", "traced-database", "tails", "export")
 
 
 def budget_rows(profile: Profile) -> list[str]:
@@ -240,6 +249,7 @@ def budget_rows(profile: Profile) -> list[str]:
         *DATABASE_MEASURES,
         *MYSQL_MEASURES,
         *TRACED_DATABASE_MEASURES,
+        *TAIL_MEASURES,
         *(export_measure(rows) for rows in profile.export_rows),
         WALL_TIME,
     ]
@@ -252,6 +262,7 @@ def section_rows(section: str, profile: Profile) -> list[str]:
         "databases": DATABASE_MEASURES,
         "mysql": MYSQL_MEASURES,
         "traced-database": TRACED_DATABASE_MEASURES,
+        "tails": TAIL_MEASURES,
         "export": [export_measure(rows) for rows in profile.export_rows],
     }[section]
 
@@ -437,6 +448,9 @@ class Bench:
     def record_ratio(self, measure: str, a: Runs, b: Runs, at_least: float | None = None) -> None:
         self.record(ratio_row(measure, Ratio.of_throughput(a, b), at_least=at_least))
 
+    def record_p99(self, measure: str, a: Runs, b: Runs) -> None:
+        self.record(p99_row(measure, Ratio.of_p99(a, b), a.p99_ms, b.p99_ms, at_most=TAIL_BUDGET))
+
     def record_failure(self, measures: list[str], error: Exception) -> None:
         failure = f"failed: {str(error).splitlines()[0]}"
         for measure in measures:
@@ -518,7 +532,12 @@ class Bench:
         if _reachable(self.redis_url):
             redis = self.build_more("cache-redis", cache="redis")
         else:
-            for measure in (REDIS_HIT_VS_LIVE, REDIS_VS_MEMORY, LIMITED_REDIS_VS_OFF):
+            for measure in (
+                REDIS_HIT_VS_LIVE,
+                REDIS_VS_MEMORY,
+                LIMITED_REDIS_VS_OFF,
+                REDIS_VS_MEMORY_P99,
+            ):
                 self.record(missing_row(measure, f"Redis not reachable at {self.redis_url}"))
         traced = self.build_more("tracing", tracing="true")
         reporting = self.build_more("error-reporting", error_reporting="sentry")
@@ -559,18 +578,10 @@ class Bench:
                     ]
                 contenders = []
                 for live_name, hit_name, project, database, env in servers:
-                    server = stack.enter_context(self.generated(hit_name, project, database, **env))
-                    product_id = products.create_product(server)
-                    cache_header = products.warm_cache(server, product_id)
-                    if cache_header.upper() != "HIT":
-                        self.report.notes.append(
-                            f"{hit_name}: second read answered X-Cache {cache_header!r}"
-                        )
+                    server, path = self._cached_read(stack, hit_name, project, database, env)
                     if live_name:
                         contenders.append(Contender(live_name, server, LIVE))
-                    contenders.append(
-                        Contender(hit_name, server, f"{products.COLLECTION}/{product_id}")
-                    )
+                    contenders.append(Contender(hit_name, server, path))
                 runs = self.rounds(contenders)
                 if sink.exports == 0:
                     self.report.notes.append("tracing: no spans reached the stand-in collector")
@@ -603,7 +614,60 @@ class Bench:
                 REDIS_HIT_VS_LIVE, runs[REDIS_HIT], runs[REDIS_LIVE], REDIS_HIT_BUDGET
             )
             self.record_ratio(REDIS_VS_MEMORY, runs[REDIS_HIT], off_hit)
+            self.record_p99(REDIS_VS_MEMORY_P99, runs[REDIS_HIT], off_hit)
             self.record_ratio(LIMITED_REDIS_VS_OFF, runs[LIMITED_REDIS_HIT], off_hit)
+
+    def _cached_read(
+        self, stack: ExitStack, name: str, project: Project, database: str, env: dict[str, str]
+    ) -> tuple[Server, str]:
+        """A server of `project` with one product read twice (its read now a cache hit)."""
+        server = stack.enter_context(self.generated(name, project, database, **env))
+        product_id = products.create_product(server)
+        cache_header = products.warm_cache(server, product_id)
+        if cache_header.upper() != "HIT":
+            self.report.notes.append(f"{name}: second read answered X-Cache {cache_header!r}")
+        return server, f"{products.COLLECTION}/{product_id}"
+
+    def tails(self, default: Project, paths: set[str]) -> None:
+        """The p99 rows, on servers of their own when their sections do not run."""
+        if not products.has_item_route(paths):
+            reason = f"{products.NOT_AVAILABLE} (no {products.COLLECTION}/{{id}} in /openapi.json)"
+            for measure in TAIL_MEASURES:
+                self.record(missing_row(measure, reason))
+            return
+        if "features" not in self.sections:
+            self._redis_tail(default)
+        if "databases" not in self.sections:
+            if _reachable(self.postgres_url, 5432):
+                try:
+                    self._postgres_routes(self.postgres_render(), writes=False)
+                except (RuntimeError, subprocess.CalledProcessError) as error:
+                    self.record_failure([POSTGRES_LIST_VS_RAW_P99, POSTGRES_VS_RAW_P99], error)
+            else:
+                for measure in (POSTGRES_LIST_VS_RAW_P99, POSTGRES_VS_RAW_P99):
+                    reason = f"PostgreSQL not reachable at {self.postgres_url}"
+                    self.record(missing_row(measure, reason))
+
+    def _redis_tail(self, default: Project) -> None:
+        if not _reachable(self.redis_url):
+            reason = f"Redis not reachable at {self.redis_url}"
+            self.record(missing_row(REDIS_VS_MEMORY_P99, reason))
+            return
+        redis = self.build_more("cache-redis", cache="redis")
+        try:
+            with ExitStack() as stack:
+                contenders = [
+                    Contender(name, *self._cached_read(stack, name, project, database, {}))
+                    for name, project, database in (
+                        (MEMORY_HIT, default, "read-memory"),
+                        (REDIS_HIT, redis, "read-redis"),
+                    )
+                ]
+                runs = self.rounds(contenders)
+        except (RuntimeError, subprocess.CalledProcessError) as error:
+            self.record_failure([REDIS_VS_MEMORY_P99], error)
+            return
+        self.record_p99(REDIS_VS_MEMORY_P99, runs[REDIS_HIT], runs[MEMORY_HIT])
 
     def databases(self, paths: set[str]) -> None:
         """Uncached reads (SQLite, PostgreSQL), a list page and a create against raw drivers."""
@@ -617,7 +681,13 @@ class Bench:
             self._sqlite_reads(sqlite)
         except (RuntimeError, subprocess.CalledProcessError) as error:
             self.record_failure([SQLITE_VS_RAW], error)
-        postgres_measures = [POSTGRES_VS_RAW, POSTGRES_LIST_VS_RAW, POSTGRES_CREATE_VS_RAW]
+        postgres_measures = [
+            POSTGRES_VS_RAW,
+            POSTGRES_LIST_VS_RAW,
+            POSTGRES_CREATE_VS_RAW,
+            POSTGRES_LIST_VS_RAW_P99,
+            POSTGRES_VS_RAW_P99,
+        ]
         if not _reachable(self.postgres_url, 5432):
             for measure in postgres_measures:
                 self.record(
@@ -666,7 +736,7 @@ class Bench:
             )
         self.record_ratio(SQLITE_VS_RAW, runs[SQLITE_READ], runs[RAW_SQLITE_READ])
 
-    def _postgres_routes(self, project: Project) -> None:
+    def _postgres_routes(self, project: Project, *, writes: bool = True) -> None:
         with ExitStack() as stack:
             urls = {
                 name: stack.enter_context(
@@ -704,6 +774,10 @@ class Bench:
                 POSTGRES_VS_RAW, runs[POSTGRES_READ], runs[RAW_POSTGRES_READ], POSTGRES_READ_BUDGET
             )
             self.record_ratio(POSTGRES_LIST_VS_RAW, runs[POSTGRES_LIST], runs[RAW_POSTGRES_LIST])
+            self.record_p99(POSTGRES_VS_RAW_P99, runs[POSTGRES_READ], runs[RAW_POSTGRES_READ])
+            self.record_p99(POSTGRES_LIST_VS_RAW_P99, runs[POSTGRES_LIST], runs[RAW_POSTGRES_LIST])
+            if not writes:
+                return
             if not self.load.can_run(POST_PRODUCTS_SCRIPT):
                 self.record(missing_row(POSTGRES_CREATE_VS_RAW, "POSTs need wrk"))
                 return
@@ -900,6 +974,8 @@ class Bench:
             self.mysql(paths)
         if "traced-database" in self.sections:
             self.traced_database(paths)
+        if "tails" in self.sections:
+            self.tails(default, paths)
         if "export" in self.sections:
             self.export_memory(default, paths)
 
@@ -963,7 +1039,8 @@ def main(argv: list[str] | None = None) -> int:
             report.budget = [
                 bench.rows.get(m) or Row(m, "not measured", verdict="FAIL")
                 for m in budget_rows(profile)
-                if m not in skipped
+                # A row measured on the servers of another section is shown too.
+                if m not in skipped or m in bench.rows
             ]
             report.setup.append(f"Load average at the end: {_load_average()}")
             if profile.name == SMOKE.name:

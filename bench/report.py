@@ -34,6 +34,18 @@ def ratio_row(measure: str, ratio: Ratio, *, at_least: float | None = None) -> R
     )
 
 
+def p99_row(measure: str, ratio: Ratio, a_ms: float, b_ms: float, *, at_most: float) -> Row:
+    """A ratio of tails, lower is better: the medians of each side's p99 beside the ratio."""
+    verdict = "pass" if ratio.median <= at_most else "MISS"
+    return Row(
+        measure,
+        f"{ratio.median:.2f}x",
+        f"{ratio.low:.2f}-{ratio.high:.2f}; p99 {a_ms:.1f} ms / {b_ms:.1f} ms",
+        f"<= {at_most:.2f}x",
+        verdict,
+    )
+
+
 def missing_row(measure: str, reason: str, target: str = "") -> Row:
     return Row(measure, reason, "", target, "n/a")
 
