@@ -22,6 +22,7 @@ from bench.__main__ import (
     GENERATED_UVICORN,
     LIVENESS_MEASURES,
     MYSQL_MEASURES,
+    OFFICIAL_TRACING_MEASURES,
     TRACED_DATABASE_MEASURES,
 )
 
@@ -31,6 +32,7 @@ MEASURES = [
     *DATABASE_MEASURES,
     *MYSQL_MEASURES,
     *TRACED_DATABASE_MEASURES,
+    *OFFICIAL_TRACING_MEASURES,
     "CSV export peak RSS growth, 200 rows",
     "CSV export peak RSS growth, 1,000 rows",
     "CSV export peak RSS growth, 5,000 rows",
