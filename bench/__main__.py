@@ -16,11 +16,12 @@ import platform
 import secrets
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from .server import Server
 BENCH_DIR = Path(__file__).resolve().parent
 TEMPLATE_DIR = BENCH_DIR.parent
 SERVE = BENCH_DIR / "apps" / "serve.py"
+OFFICIAL_TRACING_APP = BENCH_DIR / "apps" / "official_tracing.py"
 RESULTS_DIR = BENCH_DIR / "results"
 EXPORT_BUDGET_BYTES = 50 * MIB
 # The budget (../shared/DESIGN.md, section 5): each ratio is measured side by side in one run.
@@ -50,6 +52,7 @@ SAME_SERVER_LIVENESS_BUDGET = 0.85
 MEMORY_HIT_BUDGET = 0.60
 REDIS_HIT_BUDGET = 0.45
 POSTGRES_READ_BUDGET = 0.40
+SQLITE_READ_BUDGET = 0.45
 MYSQL_READ_BUDGET = 0.40
 TRACING_SAMPLED_BUDGET = 0.90
 # error_reporting=sentry, a DSN set and no error raised: what reporting costs every request.
@@ -194,6 +197,54 @@ POSTGRES_LIST_VS_RAW_P99 = "p99: product list page (20), PostgreSQL / FastAPI + 
 POSTGRES_VS_RAW_P99 = "p99: product read by id, PostgreSQL / FastAPI + raw asyncpg"
 WALL_TIME = "Whole benchmark wall time"
 
+# Tracing by the generated request-span middleware against OpenTelemetry's FastAPI
+# instrumentation (opentelemetry-instrumentation-fastapi) in its place, as is and without its
+# spans of each ASGI receive and send; both on the generated tracing module's SDK set-up. Each
+# row: the CPU time that tracing adds to a request over the same render with the SDK disabled.
+OURS = "request-span middleware"
+OFFICIAL = "FastAPIInstrumentor"
+OFFICIAL_EXCLUDING = "FastAPIInstrumentor, exclude_spans receive and send"
+TRACERS = (OURS, OFFICIAL, OFFICIAL_EXCLUDING)
+SAMPLERS: dict[str, dict[str, str]] = {
+    "parentbased_traceidratio 0.1": {
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.1",
+    },
+    "parentbased_always_on": {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
+}
+OFFICIAL_LIVE = "liveness"
+OFFICIAL_HIT = "memory cache hit"
+OFFICIAL_POSTGRES_READ = "PostgreSQL read by id"
+# The goal: ours adds at most half of what the instrumentation adds. The rule: were the
+# instrumentation without its receive and send spans within 1.3x of ours, the generated service
+# would rather use it (less code of its own for a team to own).
+OURS_VS_OFFICIAL_BUDGET = 0.50
+SWITCH_WITHIN = 1.30
+
+
+def official_server_name(path: str, tracer: str | None = None, sampler: str = "") -> str:
+    if tracer is None:
+        return f"{path}, tracing=true, OTEL_SDK_DISABLED"
+    return f"{path}, {tracer}, {sampler}"
+
+
+def ours_vs_official(path: str, sampler: str) -> str:
+    return f"Tracing CPU added per request, ours / {OFFICIAL}: {path}, {sampler}"
+
+
+def excluding_vs_ours(path: str, sampler: str) -> str:
+    return f"Tracing CPU added per request, {OFFICIAL} with exclude_spans / ours: {path}, {sampler}"
+
+
+def official_measures(paths: Sequence[str]) -> list[str]:
+    return [
+        measure(path, sampler)
+        for path in paths
+        for sampler in SAMPLERS
+        for measure in (ours_vs_official, excluding_vs_ours)
+    ]
+
+
 # Each feature's measures, in table order: all are reported (a value, or why there is none).
 LIVENESS_MEASURES = [
     GENERATED_VS_APP_ROUTE,
@@ -237,8 +288,24 @@ TRACED_DATABASE_MEASURES = [
 # Measured on the servers of the features and databases sections when those run; `--only tails`
 # serves just the servers these need.
 TAIL_MEASURES = [REDIS_VS_MEMORY_P99, POSTGRES_LIST_VS_RAW_P99, POSTGRES_VS_RAW_P99]
+OFFICIAL_CACHED_MEASURES = official_measures([OFFICIAL_LIVE, OFFICIAL_HIT])
+OFFICIAL_POSTGRES_MEASURES = official_measures([OFFICIAL_POSTGRES_READ])
+OFFICIAL_TRACING_MEASURES = [*OFFICIAL_CACHED_MEASURES, *OFFICIAL_POSTGRES_MEASURES]
 # What `--only` can pick, and the measures each reports.
-SECTIONS = ("liveness", "features", "databases", "mysql", "traced-database", "tails", "export")
+SECTIONS = (
+    "liveness",
+    "features",
+    "databases",
+    "mysql",
+    "traced-database",
+    "tails",
+    "official-tracing",
+    "export",
+)
+# Sections run only when `--only` names them: a comparison that informs a design choice rather
+# than a budget that every run judges (14 servers; 846 s of a full run here, render included).
+ON_REQUEST = ("official-tracing",)
+DEFAULT_SECTIONS = tuple(section for section in SECTIONS if section not in ON_REQUEST)
 
 
 def budget_rows(profile: Profile) -> list[str]:
@@ -250,6 +317,7 @@ def budget_rows(profile: Profile) -> list[str]:
         *MYSQL_MEASURES,
         *TRACED_DATABASE_MEASURES,
         *TAIL_MEASURES,
+        *OFFICIAL_TRACING_MEASURES,
         *(export_measure(rows) for rows in profile.export_rows),
         WALL_TIME,
     ]
@@ -263,8 +331,25 @@ def section_rows(section: str, profile: Profile) -> list[str]:
         "mysql": MYSQL_MEASURES,
         "traced-database": TRACED_DATABASE_MEASURES,
         "tails": TAIL_MEASURES,
+        "official-tracing": OFFICIAL_TRACING_MEASURES,
         "export": [export_measure(rows) for rows in profile.export_rows],
     }[section]
+
+
+def added_cpu_us(traced: Runs, off: Runs) -> float:
+    """The median over rounds of the CPU time per request that `traced` spent beyond `off` in
+    the same round."""
+    return statistics.median(
+        t.cpu_us_per_request - o.cpu_us_per_request
+        for t, o in zip(traced.rounds, off.rounds, strict=True)
+    )
+
+
+# The release of the contrib instrumentations that goes with a render's OpenTelemetry SDK: they
+# pin the semantic conventions package of their own version.
+INSTRUMENTATION_RELEASE = (
+    "import importlib.metadata as m; print(m.version('opentelemetry-semantic-conventions'))"
+)
 
 
 def export_measure(rows: int) -> str:
@@ -332,7 +417,7 @@ class Bench:
             use_wrk=args.load_generator != "python",
         )
         self.secret = secrets.token_urlsafe(48)
-        self.sections: tuple[str, ...] = args.only or SECTIONS
+        self.sections: tuple[str, ...] = args.only or DEFAULT_SECTIONS
         self._postgres: Project | None = None
         self.failed = False
         self.report = Report(
@@ -387,6 +472,33 @@ class Bench:
     def generated(
         self, name: str, project: Project, database: str | None = None, **extra: str
     ) -> Server:
+        return self._service(name, project, database, extra, [project.python, "-m", PACKAGE])
+
+    def instrumented(
+        self,
+        name: str,
+        project: Project,
+        database: str | None = None,
+        *,
+        exclude_receive_send: bool,
+        **extra: str,
+    ) -> Server:
+        """The generated service with FastAPIInstrumentor in place of its request-span middleware
+        (bench/apps/official_tracing.py); `project` has the instrumentation installed."""
+        command: list[str | Path] = [project.python, OFFICIAL_TRACING_APP]
+        if exclude_receive_send:
+            command.append("--exclude-receive-send")
+        extra = {**extra, "PYTHONPATH": str(OFFICIAL_TRACING_APP.parent)}
+        return self._service(name, project, database, extra, command)
+
+    def _service(
+        self,
+        name: str,
+        project: Project,
+        database: str | None,
+        extra: dict[str, str],
+        command: list[str | Path],
+    ) -> Server:
         env = self._generated_env(project, database, extra)
         if "APP_DATABASE_URL" in env and project.has_file("alembic.ini"):
             subprocess.run(
@@ -400,7 +512,7 @@ class Bench:
         env.update(APP_HOST="127.0.0.1", APP_PORT=str(port), APP_WORKERS="1")
         return Server(
             name,
-            [project.python, "-m", PACKAGE],
+            command,
             cwd=project.path,
             env=env,
             log=self.workdir / f"{name}.log",
@@ -734,7 +846,9 @@ class Bench:
             runs = self.rounds(
                 [Contender(SQLITE_READ, generated, path), Contender(RAW_SQLITE_READ, raw, path)]
             )
-        self.record_ratio(SQLITE_VS_RAW, runs[SQLITE_READ], runs[RAW_SQLITE_READ])
+        self.record_ratio(
+            SQLITE_VS_RAW, runs[SQLITE_READ], runs[RAW_SQLITE_READ], SQLITE_READ_BUDGET
+        )
 
     def _postgres_routes(self, project: Project, *, writes: bool = True) -> None:
         with ExitStack() as stack:
@@ -956,6 +1070,155 @@ class Bench:
         self.record(replace(cpu, spread=f"{cpu.spread}; {added:+.0f} µs per request"))
         self.record_ratio(UNSAMPLED_POSTGRES_VS_OFF, runs[TRACED_UNSAMPLED_POSTGRES_READ], off)
 
+    def official_tracing(self, paths: set[str]) -> None:
+        """What tracing adds to a request's CPU time, with the generated request-span middleware
+        and with OpenTelemetry's FastAPI instrumentation in its place (as is, and without its
+        receive and send spans): liveness and the memory cache hit, then the uncached PostgreSQL
+        read; at a 0.1 ratio and with every request sampled."""
+        if not products.has_item_route(paths):
+            reason = f"{products.NOT_AVAILABLE} (no {products.COLLECTION}/{{id}} in /openapi.json)"
+            for measure in OFFICIAL_TRACING_MEASURES:
+                self.record(missing_row(measure, reason))
+            return
+        try:
+            self._official_cached(self.instrumentable("official-tracing"))
+        except (RuntimeError, subprocess.CalledProcessError) as error:
+            self.record_failure(OFFICIAL_CACHED_MEASURES, error)
+        if not _reachable(self.postgres_url, 5432):
+            for measure in OFFICIAL_POSTGRES_MEASURES:
+                self.record(
+                    missing_row(measure, f"PostgreSQL not reachable at {self.postgres_url}")
+                )
+            return
+        try:
+            project = self.instrumentable(
+                "official-tracing-postgresql", database="postgresql", cache="none"
+            )
+            self._official_postgres_read(project)
+        except (RuntimeError, subprocess.CalledProcessError) as error:
+            self.record_failure(OFFICIAL_POSTGRES_MEASURES, error)
+
+    def instrumentable(self, variant: str, **answers: str) -> Project:
+        """A render with tracing, and the FastAPI instrumentation installed in its environment for
+        the benchmark only (the service does not depend on it), of the release that matches the
+        render's OpenTelemetry packages. A render of its own, so no other section's servers run
+        beside it; its suite is not run (the features and traced-database renders run it)."""
+        project = self.build(variant, suite=False, tracing="true", **answers)
+        release = subprocess.run(
+            [project.python, "-c", INSTRUMENTATION_RELEASE],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        uv = shutil.which("uv") or "uv"
+        requirement = f"opentelemetry-instrumentation-fastapi=={release}"
+        install = [uv, "pip", "install", "--quiet", "--python", str(project.python), requirement]
+        subprocess.run(install, check=True, capture_output=True, env=clean_env(), timeout=300)
+        return project
+
+    def _official_servers(
+        self, stack: ExitStack, project: Project, database: str | None, env: dict[str, str]
+    ) -> dict[tuple[str | None, str], Server]:
+        """The render served with tracing off, then by each tracer at each sampler, keyed by
+        (tracer, sampler); with a SQLite `database`, each server has a file of its own."""
+        # The service finds installed instrumentations itself: the FastAPI one is left to
+        # FastAPIInstrumentor.instrument_app, called by the official servers alone.
+        env = {**env, "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "fastapi"}
+        servers: dict[tuple[str | None, str], Server] = {}
+        setups: list[tuple[str | None, str]] = [(None, "")]
+        setups += [(tracer, sampler) for sampler in SAMPLERS for tracer in TRACERS]
+        for index, (tracer, sampler) in enumerate(setups):
+            name = official_server_name(project.variant, tracer, sampler)
+            own = f"{database}-{index}" if database else None
+            if tracer is None:
+                server = self.generated(name, project, own, **env, OTEL_SDK_DISABLED="true")
+            elif tracer == OURS:
+                server = self.generated(name, project, own, **env, **SAMPLERS[sampler])
+            else:
+                excluding = tracer == OFFICIAL_EXCLUDING
+                server = self.instrumented(
+                    name, project, own, exclude_receive_send=excluding, **env, **SAMPLERS[sampler]
+                )
+            servers[tracer, sampler] = stack.enter_context(server)
+        return servers
+
+    def _official_cached(self, project: Project) -> None:
+        with ExitStack() as stack, OtlpSink() as sink:
+            exporting = {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
+                "OTEL_BSP_SCHEDULE_DELAY": SPAN_BATCH_DELAY_MS,
+            }
+            servers = self._official_servers(stack, project, "official", exporting)
+            contenders = []
+            for (tracer, sampler), server in servers.items():
+                product_id = products.create_product(server)
+                cache_header = products.warm_cache(server, product_id)
+                if cache_header.upper() != "HIT":
+                    raise RuntimeError(
+                        f"{server.name}: second read answered X-Cache {cache_header!r}"
+                    )
+                item = f"{products.COLLECTION}/{product_id}"
+                for path, url in ((OFFICIAL_LIVE, LIVE), (OFFICIAL_HIT, item)):
+                    contenders.append(
+                        Contender(official_server_name(path, tracer, sampler), server, url)
+                    )
+            runs = self.rounds(contenders)
+            if sink.exports == 0:
+                self.report.notes.append("official tracing: no spans reached the collector")
+        for path in (OFFICIAL_LIVE, OFFICIAL_HIT):
+            self._record_official(path, runs)
+
+    def _official_postgres_read(self, project: Project) -> None:
+        with ExitStack() as stack, OtlpSink() as sink:
+            url = stack.enter_context(
+                products.throwaway_database(project, self.postgres_url, "official")
+            )
+            products.migrate(project, products.asyncpg_url(url))
+            seed_products(project.path, PACKAGE, SEEDED_PRODUCTS, products.asyncpg_url(url))
+            env = {
+                "APP_DATABASE_URL": products.asyncpg_url(url),
+                "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
+                "OTEL_BSP_SCHEDULE_DELAY": SPAN_BATCH_DELAY_MS,
+            }
+            servers = self._official_servers(stack, project, None, env)
+            one = f"{products.COLLECTION}/1"
+            contenders = [
+                Contender(
+                    official_server_name(OFFICIAL_POSTGRES_READ, tracer, sampler), server, one
+                )
+                for (tracer, sampler), server in servers.items()
+            ]
+            runs = self.rounds(contenders)
+            if sink.exports == 0:
+                self.report.notes.append("official tracing: no spans reached the collector")
+        self._record_official(OFFICIAL_POSTGRES_READ, runs)
+
+    def _record_official(self, path: str, runs: dict[str, Runs]) -> None:
+        off = runs[official_server_name(path)]
+        for sampler in SAMPLERS:
+            added = {
+                tracer: added_cpu_us(runs[official_server_name(path, tracer, sampler)], off)
+                for tracer in TRACERS
+            }
+            ours, official, excluding = added[OURS], added[OFFICIAL], added[OFFICIAL_EXCLUDING]
+            detail = (
+                f"added µs per request: ours {ours:+.1f}, {OFFICIAL} {official:+.1f}, "
+                f"with exclude_spans {excluding:+.1f} (off: {off.cpu_us_per_request:.0f} µs)"
+            )
+            goal = f"<= {OURS_VS_OFFICIAL_BUDGET:.2f}x"
+            if official > 0:
+                ratio = ours / official
+                verdict = "pass" if ratio <= OURS_VS_OFFICIAL_BUDGET else "MISS"
+                row = Row(ours_vs_official(path, sampler), f"{ratio:.2f}x", detail, goal, verdict)
+            else:
+                reason = "n/a: the instrumentation added no CPU time measured"
+                row = missing_row(ours_vs_official(path, sampler), reason, goal)
+            self.record(row)
+            rule = f"<= {SWITCH_WITHIN:.2f}x: switch"
+            switch = "switch" if excluding <= SWITCH_WITHIN * ours else "keep ours"
+            result = f"{excluding / ours:.2f}x" if ours > 0 else "ours added none measured"
+            self.record(Row(excluding_vs_ours(path, sampler), result, "", rule, switch))
+
     def run(self) -> None:
         default = self.build("default")
         self.report.setup.append(f"Versions in the render: {_versions(default)}")
@@ -976,6 +1239,8 @@ class Bench:
             self.traced_database(paths)
         if "tails" in self.sections:
             self.tails(default, paths)
+        if "official-tracing" in self.sections:
+            self.official_tracing(paths)
         if "export" in self.sections:
             self.export_memory(default, paths)
 
@@ -999,7 +1264,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         type=_sections,
-        help=f"comma-separated sections to measure, of: {', '.join(SECTIONS)} (default: all)",
+        help=f"comma-separated sections to measure, of: {', '.join(SECTIONS)} (default: all "
+        f"but {', '.join(ON_REQUEST)})",
     )
     args = parser.parse_args(argv)
 

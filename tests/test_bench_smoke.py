@@ -22,6 +22,7 @@ from bench.__main__ import (
     GENERATED_UVICORN,
     LIVENESS_MEASURES,
     MYSQL_MEASURES,
+    OFFICIAL_TRACING_MEASURES,
     TAIL_MEASURES,
     TRACED_DATABASE_MEASURES,
 )
@@ -47,10 +48,10 @@ def table_rows(markdown: str, heading: str) -> dict[str, list[str]]:
     return {cells[0]: cells[1:] for cells in rows[2:]}
 
 
-@pytest.mark.xdist_group("bench")
-def test_bench_smoke_run_reports_every_measure(tmp_path: Path) -> None:
+def smoke_run(output: Path, *options: str) -> str:
+    """`python -m bench --smoke` with `options`; returns the report it wrote."""
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--output", tmp_path],
+        [sys.executable, "-m", "bench", "--smoke", "--output", output, *options],
         cwd=TEMPLATE_DIR,
         env=clean_env(),
         capture_output=True,
@@ -59,11 +60,26 @@ def test_bench_smoke_run_reports_every_measure(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, f"{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
+    return (output / "latest.md").read_text()
 
-    markdown = (tmp_path / "latest.md").read_text()
+
+@pytest.mark.xdist_group("bench")
+def test_bench_smoke_run_reports_every_measure(tmp_path: Path) -> None:
+    markdown = smoke_run(tmp_path)
     budget = table_rows(markdown, "Budget")
     assert list(budget) == MEASURES
     assert all(cells[0] for cells in budget.values()), "a measure without a result"
     servers = table_rows(markdown, "Servers under load")
     assert {GENERATED, GENERATED_UVICORN, BARE, BARE_GRANIAN} <= set(servers)
     assert (tmp_path / "latest.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.xdist_group("bench")
+def test_bench_smoke_run_of_the_official_tracing_section(tmp_path: Path) -> None:
+    """The section that runs only on request: ours against OpenTelemetry's FastAPI
+    instrumentation, every row with a result and a verdict."""
+    markdown = smoke_run(tmp_path, "--only", "official-tracing")
+
+    budget = table_rows(markdown, "Budget")
+    assert list(budget) == [*OFFICIAL_TRACING_MEASURES, "Whole benchmark wall time"]
+    assert all(cells[0] and cells[3] for cells in list(budget.values())[:-1])
