@@ -421,7 +421,8 @@ class Bench:
         self._postgres: Project | None = None
         self.failed = False
         self.report = Report(
-            title=f"Benchmark ({profile.name} run)",
+            title=f"Benchmark ({profile.name} run"
+            + (f", --only {','.join(args.only)})" if args.only else ")"),
             setup=[
                 f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {os.cpu_count()} CPUs "
                 f"({_cpu_model()}), load average at start {_load_average()}",
