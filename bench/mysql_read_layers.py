@@ -5,11 +5,15 @@ against SQLAlchemy Core on the rendered service's engine, and variations of each
     .venv/bin/python <template>/bench/mysql_read_layers.py 1000 8
 """
 
-# ruff: noqa
-import asyncio, importlib, os, sys, time, statistics
+import asyncio
+import importlib
+import os
+import statistics
+import sys
+import time
+
 import asyncmy
 from sqlalchemy import make_url
-from pathlib import Path
 
 PACKAGE = os.environ["PACKAGE"]
 open_database = importlib.import_module(f"{PACKAGE}.db").open_database
@@ -57,24 +61,24 @@ async def main2(pool, sql, database_nrt):
             async with database.connect() as c:
                 return (await c.exec_driver_sql(sql, (1,))).first()
 
-        async def sa_shared_conn(conn=[None]):
-            return (await conn[0].execute(BY_ID, {"product_id": 1})).first()
+        held = {}  # the one connection the no-checkout read uses, opened below
+
+        async def sa_shared_conn():
+            return (await held["connection"].execute(BY_ID, {"product_id": 1})).first()
 
         async def raw():
-            async with pool.acquire() as conn:
-                async with conn.cursor() as cur:
-                    await cur.execute(sql, (1,))
-                    return await cur.fetchone()
+            async with pool.acquire() as conn, conn.cursor() as cur:
+                await cur.execute(sql, (1,))
+                return await cur.fetchone()
 
         async def sa_no_read_timeout():
             async with database_nrt.connect() as c:
                 return (await c.execute(BY_ID, {"product_id": 1})).first()
 
         async def raw_read_timeout():
-            async with pool_rt.acquire() as conn:
-                async with conn.cursor() as cur:
-                    await cur.execute(sql, (1,))
-                    return await cur.fetchone()
+            async with pool_rt.acquire() as conn, conn.cursor() as cur:
+                await cur.execute(sql, (1,))
+                return await cur.fetchone()
 
         async def sa_explicit_close():
             connection = await database.connect().start()
@@ -94,8 +98,7 @@ async def main2(pool, sql, database_nrt):
                     await cur.execute(sql, (1,))
                     return await cur.fetchone()
 
-        shared = await database.connect().start()
-        sa_shared_conn.__defaults__[0][0] = shared
+        shared = held["connection"] = await database.connect().start()
         fns = {
             "raw_asyncmy": raw,
             "sa_core": sa_core,
@@ -130,7 +133,10 @@ async def main():
         minsize=1,
         maxsize=10,
     )
-    sql = "SELECT id, name, description, price, category_id, sku, created_at, updated_at FROM products WHERE id = %s"
+    sql = (
+        "SELECT id, name, description, price, category_id, sku, created_at, updated_at "
+        "FROM products WHERE id = %s"
+    )
     rates = await main1(pool, sql)
     base = statistics.median(rates["raw_asyncmy"])
     for k, v in rates.items():
