@@ -854,14 +854,8 @@ class Bench:
     def _postgres_routes(self, project: Project, *, writes: bool = True) -> None:
         with ExitStack() as stack:
             urls = {
-                name: stack.enter_context(
-                    products.throwaway_database(project, self.postgres_url, name)
-                )
-                for name in ("generated", "raw")
+                name: self.seeded_postgres(stack, project, name) for name in ("generated", "raw")
             }
-            for url in urls.values():
-                products.migrate(project, products.asyncpg_url(url))
-                seed_products(project.path, PACKAGE, SEEDED_PRODUCTS, products.asyncpg_url(url))
             generated = stack.enter_context(
                 self.generated(
                     POSTGRES_READ,
@@ -1005,6 +999,14 @@ class Bench:
                     failure = f"failed: {str(error).splitlines()[0]}"
                     self.record(Row(export_measure(rows), failure, verdict="FAIL"))
 
+    def seeded_postgres(self, stack: ExitStack, project: Project, name: str) -> str:
+        """The URL of a database of its own on the PostgreSQL server, migrated and seeded with
+        SEEDED_PRODUCTS products, and dropped when `stack` closes."""
+        url = stack.enter_context(products.throwaway_database(project, self.postgres_url, name))
+        products.migrate(project, products.asyncpg_url(url))
+        seed_products(project.path, PACKAGE, SEEDED_PRODUCTS, products.asyncpg_url(url))
+        return url
+
     def postgres_render(self) -> Project:
         """The PostgreSQL render without a cache, made once: with tracing, which the untraced
         measures switch off (OTEL_SDK_DISABLED=true: no middleware, nothing instrumented)."""
@@ -1036,11 +1038,7 @@ class Bench:
 
     def _traced_postgres_read(self, project: Project) -> None:
         with ExitStack() as stack, OtlpSink() as sink:
-            url = stack.enter_context(
-                products.throwaway_database(project, self.postgres_url, "traced")
-            )
-            products.migrate(project, products.asyncpg_url(url))
-            seed_products(project.path, PACKAGE, SEEDED_PRODUCTS, products.asyncpg_url(url))
+            url = self.seeded_postgres(stack, project, "traced")
             database = {"APP_DATABASE_URL": products.asyncpg_url(url)}
             tracing = {
                 **database,
@@ -1171,11 +1169,7 @@ class Bench:
 
     def _official_postgres_read(self, project: Project) -> None:
         with ExitStack() as stack, OtlpSink() as sink:
-            url = stack.enter_context(
-                products.throwaway_database(project, self.postgres_url, "official")
-            )
-            products.migrate(project, products.asyncpg_url(url))
-            seed_products(project.path, PACKAGE, SEEDED_PRODUCTS, products.asyncpg_url(url))
+            url = self.seeded_postgres(stack, project, "official")
             env = {
                 "APP_DATABASE_URL": products.asyncpg_url(url),
                 "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,

@@ -24,6 +24,21 @@ ROUNDS = int(sys.argv[2])
 URL = os.environ["GENERATED_URL"]
 
 
+async def raw_pool(**options):
+    """asyncmy's own pool on the service's database, as bench/apps/raw_db.py opens one."""
+    return await asyncmy.create_pool(
+        host=_U.host,
+        port=_U.port or 3306,
+        user=_U.username,
+        password=_U.password or "",
+        database=_U.database,
+        autocommit=True,
+        minsize=1,
+        maxsize=10,
+        **options,
+    )
+
+
 async def main1(pool, sql):
     xdb = importlib.import_module(f"{PACKAGE}.db")
     original = xdb.mysql_connect_args
@@ -40,17 +55,7 @@ async def main1(pool, sql):
 
 
 async def main2(pool, sql, database_nrt):
-    pool_rt = await asyncmy.create_pool(
-        host=_U.host,
-        port=_U.port or 3306,
-        user=_U.username,
-        password=_U.password or "",
-        database=_U.database,
-        autocommit=True,
-        minsize=1,
-        maxsize=10,
-        read_timeout=5,
-    )
+    pool_rt = await raw_pool(read_timeout=5)
     async with open_database(URL, pool_size=10) as database:
 
         async def sa_core():
@@ -123,16 +128,7 @@ async def main2(pool, sql, database_nrt):
 
 
 async def main():
-    pool = await asyncmy.create_pool(
-        host=_U.host,
-        port=_U.port or 3306,
-        user=_U.username,
-        password=_U.password or "",
-        database=_U.database,
-        autocommit=True,
-        minsize=1,
-        maxsize=10,
-    )
+    pool = await raw_pool()
     sql = (
         "SELECT id, name, description, price, category_id, sku, created_at, updated_at "
         "FROM products WHERE id = %s"
